@@ -1,0 +1,58 @@
+"""He et al. 2016 (Section 4.2) CIFAR-10 recipe; every other config starts here.
+
+SGD with momentum 0.9, weight decay 1e-4, batch 128, learning rate 0.1 divided
+by 10 at 32k and 48k iterations, 64k iterations in all, on a 45k/5k
+train/validation split with 4-pixel padding, random 32x32 crops, horizontal
+flips and per-pixel mean subtraction.
+
+    python -m jaxresnet.main --config=configs/default.py --workdir=/tmp/run
+
+Any field can be overridden on the command line, e.g. `--config.num_train_steps=200`.
+"""
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+
+  # Model: a name from jaxresnet.models.MODELS, e.g. 'resnet20' or 'plain56'.
+  config.model = 'resnet20'
+  config.shortcut = 'A'  # 'A': zero-padded identity (paper, CIFAR); 'B': 1x1 projection.
+  config.half_precision = False  # bf16 compute; parameters and BN statistics stay fp32.
+
+  # Data.
+  config.dataset = 'cifar10'  # a TFDS name ('cifar10', 'cifar100') or 'image_folder'.
+  config.data_dir = ''  # TFDS data dir, or the image folder holding train/ and test/.
+  config.cache_dir = ''  # where the decoded arrays are cached; '' = beside the data or in workdir.
+  config.num_val_examples = 5000  # held out of the training split (45k/5k in the paper).
+  config.augment = True  # 4-pixel pad, random crop, horizontal flip.
+  config.normalization = 'pixel_mean'  # 'pixel_mean' (paper) or 'channel_mean_std'.
+
+  # Optimization.
+  config.batch_size = 128  # global batch, split over all devices.
+  config.optimizer = 'sgd'  # 'sgd' only in the core; see jaxresnet/optim.py.
+  config.momentum = 0.9
+  config.nesterov = False
+  config.learning_rate = 0.1
+  config.weight_decay = 1e-4  # L2, added to the gradient as in the paper's SGD.
+  config.schedule = 'step'  # 'step' or 'cosine'.
+  config.lr_boundaries = (32000, 48000)  # 'step' schedule: where lr is divided ...
+  config.lr_boundaries_unit = 'steps'  # ... counted in 'steps', 'epochs' or 'fraction' of training.
+  config.lr_decay_factor = 0.1
+  config.warmup_steps = 0
+  config.warmup = 'linear'  # 'linear' ramp from warmup_lr, or 'constant' warmup_lr (ResNet-110).
+  config.warmup_lr = 0.0
+
+  # Length: num_train_steps wins unless it is -1, then num_epochs sets it.
+  config.num_train_steps = 64000
+  config.num_epochs = -1
+
+  # Logging, evaluation and checkpoints (in steps).
+  config.log_every_steps = 100
+  config.eval_every_steps = 2000  # 0 = only at the end.
+  config.eval_batch_size = 1000
+  config.checkpoint_every_steps = 2000  # 0 = only at the end.
+  config.checkpoints_to_keep = 3
+
+  config.seed = 0
+  return config

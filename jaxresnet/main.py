@@ -1,0 +1,52 @@
+"""Trains and evaluates a net: `python -m jaxresnet.main --config=configs/resnet32.py --workdir=DIR`.
+
+Config fields can be overridden: `--config.num_train_steps=200 --config.model=plain20`.
+For several hosts, launch one process per host with --coordinator_address,
+--num_processes and --process_id (or --distributed where JAX detects them itself).
+"""
+import sys
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from jaxresnet import train
+from jaxresnet.errors import exit_on_user_error
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and logs go.')
+config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/resnet32.py.',
+                                 lock_config=True)
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (auto-detected cluster).')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for multi-process runs.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-process run.')
+flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def parse_flags_or_exit(argv):
+  """absl's parser, but a bad flag or config override is one line and exit status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    sys.exit(2)
+  except Exception as e:  # A config file that fails to load raises its own error.
+    print(f'error: cannot load config: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
+          file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
+    sys.exit(2)
+  if FLAGS.coordinator_address or FLAGS.distributed:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  with exit_on_user_error():
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags_or_exit)

@@ -1,0 +1,339 @@
+"""Training and evaluation: pure step functions, and the loop that runs them.
+
+`train_step` and `eval_step` are pure functions of a `TrainState` and a batch,
+so they can be tested alone. `make_train_fn` wraps `train_step` with what runs
+on the device around it: pick the batch out of the on-device training set by
+the epoch's permutation, normalize and augment it, shard it over the `data`
+axis of the device mesh. `train_and_evaluate` is the whole run.
+"""
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Optional
+
+from absl import logging
+import flax
+from flax.training import train_state
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxresnet import checkpoints
+from jaxresnet import config as config_lib
+from jaxresnet import data
+from jaxresnet import models
+from jaxresnet import optim
+from jaxresnet.errors import CheckpointError
+from jaxresnet.metric_writers import MetricWriter
+
+
+class TrainState(train_state.TrainState):
+  """Everything a run needs to continue exactly where it stopped."""
+  batch_stats: Any
+  rng: jax.Array  # Raw uint32 key; step s draws its randomness from step_rngs(state).
+  input_mean: jax.Array  # Normalization of the training set, kept for evaluate/predict.
+  input_std: jax.Array
+
+
+def create_train_state(model, tx, rng, input_mean, input_std, image_shape) -> TrainState:
+  init_rng, augment_rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                           batch_stats=variables['batch_stats'], rng=augment_rng,
+                           input_mean=jnp.asarray(input_mean, jnp.float32),
+                           input_std=jnp.asarray(input_std, jnp.float32))
+
+
+def cross_entropy_loss(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def step_rngs(state: TrainState):
+  """(augmentation, dropout) keys of the state's step: a pure function of seed and step."""
+  return jax.random.split(jax.random.fold_in(state.rng, state.step))
+
+
+def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
+  """One optimizer step on a batch of normalized (and augmented) float images."""
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
+                                     images, train=True, mutable=['batch_stats'],
+                                     rngs={'dropout': step_rngs(state)[1]})
+    return cross_entropy_loss(logits, labels), (logits, updates['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray):
+  """Sums over the real (mask=1) examples of a batch: loss, correct, count, confusion matrix."""
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          images, train=False)
+  num_classes = logits.shape[-1]
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  predictions = jnp.argmax(logits, -1)
+  weights = mask.astype(jnp.float32)
+  confusion = jnp.einsum('n,ni,nj->ij', weights, jax.nn.one_hot(labels, num_classes),
+                         jax.nn.one_hot(predictions, num_classes))
+  return {'loss_sum': jnp.sum(losses * weights),
+          'correct': jnp.sum((predictions == labels) * weights),
+          'count': jnp.sum(weights),
+          'confusion': confusion}
+
+
+# --------------------------------------------------------------------------
+# What runs on the devices around the pure steps.
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """All devices of all processes on one `data` axis."""
+  # Auto axes: we place data with sharding constraints and let XLA propagate the rest.
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicate(mesh, array: np.ndarray) -> jax.Array:
+  """A host array as a global array copied on every device (multi-process safe)."""
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, NamedSharding(mesh, P()), lambda i: array[i])
+
+
+def to_host(tree):
+  """Fetches replicated global arrays (also across processes) as numpy."""
+  return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def prepare_images(state: TrainState, images_uint8, augment: bool):
+  images = data.normalize(images_uint8, state.input_mean, state.input_std)
+  if augment:
+    images = data.augment(step_rngs(state)[0], images)
+  return images
+
+
+def make_train_fn(mesh, batch_size: int, steps_per_epoch: int, augment: bool):
+  """jit(state, train_images, train_labels, permutation) -> (state, metrics), state donated."""
+  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+
+  def train_fn(state, train_images, train_labels, permutation):
+    start = (state.step % steps_per_epoch) * batch_size
+    indices = jax.lax.dynamic_slice(permutation, (start,), (batch_size,))
+    # Each device gathers, augments and computes on its own slice of the batch.
+    indices = jax.lax.with_sharding_constraint(indices, batch)
+    images = prepare_images(state, train_images[indices], augment)
+    return train_step(state, images, train_labels[indices])
+
+  return jax.jit(train_fn, donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+
+def make_permutation_fn(mesh, num_examples: int):
+  """jit(key, epoch) -> the epoch's example order: a pure function of seed and epoch."""
+  return jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), num_examples),
+                 out_shardings=NamedSharding(mesh, P()))
+
+
+class EvalSet:
+  """One split on the devices, padded to whole batches with a mask, evaluated in one jit call."""
+
+  def __init__(self, mesh, images: np.ndarray, labels: np.ndarray, batch_size: int):
+    self.size = len(labels)
+    padded = -len(labels) % batch_size
+    self.images = replicate(mesh, np.concatenate([images, np.zeros((padded, *images.shape[1:]), images.dtype)]))
+    self.labels = replicate(mesh, np.concatenate([labels, np.zeros((padded,), labels.dtype)]))
+    self.mask = replicate(mesh, np.concatenate([np.ones(len(labels), bool), np.zeros(padded, bool)]))
+
+
+def make_eval_fn(mesh, batch_size: int):
+  """jit(state, images, labels, mask) -> summed eval_step results over the whole split."""
+  batch = NamedSharding(mesh, P('data'))
+
+  def eval_fn(state, images, labels, mask):
+    def body(totals, i):
+      window = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
+      batch_images = jax.lax.with_sharding_constraint(window(images), batch)
+      out = eval_step(state, prepare_images(state, batch_images, augment=False),
+                      window(labels), window(mask))
+      return jax.tree_util.tree_map(jnp.add, totals, out), None
+
+    zeros = jax.eval_shape(eval_step, state, images[:batch_size].astype(jnp.float32),
+                           labels[:batch_size], mask[:batch_size])
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    totals, _ = jax.lax.scan(body, zeros, jnp.arange(images.shape[0] // batch_size))
+    return totals
+
+  return jax.jit(eval_fn, out_shardings=NamedSharding(mesh, P()))
+
+
+def evaluate(eval_fn, state, split: EvalSet) -> Dict[str, Any]:
+  totals = to_host(eval_fn(state, split.images, split.labels, split.mask))
+  confusion = totals['confusion']
+  per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+  return {'loss': float(totals['loss_sum'] / totals['count']),
+          'accuracy': float(totals['correct'] / totals['count']),
+          'per_class_accuracy': per_class.tolist(),
+          'confusion_matrix': confusion.astype(np.int64).tolist()}
+
+
+# --------------------------------------------------------------------------
+# The run.
+
+
+def build(config, dataset: data.Dataset, mesh, num_train_steps: int):
+  """The model and initial train state (replicated over the mesh) for a config and dataset."""
+  model = models.from_config(config, num_classes=dataset.num_classes)
+  steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  schedule = optim.create_learning_rate_schedule(config, steps_per_epoch, num_train_steps)
+  tx = optim.create_optimizer(config, schedule)
+  mean, std = data.input_statistics(dataset.train_images, config.normalization)
+  init = functools.partial(create_train_state, model, tx, jax.random.PRNGKey(config.seed), mean, std,
+                           dataset.train_images.shape[1:])
+  state = jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+  return model, state, schedule
+
+
+def checkpoint_metadata(config, dataset: data.Dataset) -> Dict[str, Any]:
+  return {'model': config.model, 'shortcut': config.shortcut, 'dataset': config.dataset,
+          'class_names': dataset.class_names, 'image_shape': list(dataset.train_images.shape[1:])}
+
+
+def restore_checkpoint(manager, state, config, dataset):
+  """The newest checkpoint if there is one and it belongs to this model, else `state`."""
+  step = manager.latest_step()
+  if step is None:
+    return state
+  meta = checkpoints.read_metadata(manager, step)
+  mine = checkpoint_metadata(config, dataset)
+  for key in ('model', 'shortcut', 'class_names', 'image_shape'):
+    if meta.get(key) != mine[key]:
+      raise CheckpointError(
+          f'{manager.directory} holds a checkpoint of a different run ({key}: {meta.get(key)!r}, '
+          f'this config: {mine[key]!r}); use another --workdir')
+  return checkpoints.restore(manager, state, step)
+
+
+def _log_line(step, total, record) -> str:
+  parts = [f'step {step}/{total}']
+  for key, fmt in (('train_loss', '{:.4f}'), ('train_accuracy', '{:.4f}'), ('learning_rate', '{:.4g}'),
+                   ('train_images_per_second', '{:.0f}'), ('val_accuracy', '{:.4f}'),
+                   ('test_accuracy', '{:.4f}')):
+    if key in record:
+      parts.append(f'{key} {fmt.format(record[key])}')
+  return '  '.join(parts)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains (or resumes) the run a config describes in `workdir`; returns the final metrics."""
+  mesh = make_mesh()
+  config_lib.validate(config, jax.device_count())
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+
+  dataset = data.load_dataset(config)
+  total_steps = config_lib.num_train_steps(config, len(dataset.train_labels))
+  steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  model, state, schedule = build(config, dataset, mesh, total_steps)
+  num_params = models.count_params(state.params)
+  macs = models.count_macs(model, dataset.train_images.shape[1:])
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    print(f'{config.model}: {num_params:,} parameters, {macs / 1e6:.1f}M multiply-adds per image; '
+          f'data {data.describe(dataset)}; {jax.device_count()} x {jax.devices()[0].device_kind}; '
+          f'{total_steps} steps of batch {config.batch_size}', flush=True)
+
+  manager = checkpoints.create_manager(workdir, config.checkpoints_to_keep)
+  state = restore_checkpoint(manager, state, config, dataset)
+  start_step = int(to_host(state.step))
+  writer = MetricWriter(workdir, enabled=is_main)
+  writer.truncate_after(start_step)
+  if start_step and is_main:
+    print(f'resumed from checkpoint at step {start_step}', flush=True)
+
+  train_images, train_labels = replicate(mesh, dataset.train_images), replicate(mesh, dataset.train_labels)
+  eval_sets = {'val': EvalSet(mesh, dataset.val_images, dataset.val_labels, config.eval_batch_size),
+               'test': EvalSet(mesh, dataset.test_images, dataset.test_labels, config.eval_batch_size)}
+  eval_sets = {name: s for name, s in eval_sets.items() if s.size}
+  train_fn = make_train_fn(mesh, config.batch_size, steps_per_epoch, config.augment)
+  permutation_fn = make_permutation_fn(mesh, len(dataset.train_labels))
+  eval_fn = make_eval_fn(mesh, config.eval_batch_size)
+  data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  metadata = checkpoint_metadata(config, dataset)
+
+  def run_eval(state):
+    return {name: evaluate(eval_fn, state, split) for name, split in eval_sets.items()}
+
+  progress = None
+  if is_main and sys.stderr.isatty():
+    import tqdm  # pylint: disable=g-import-not-at-top
+    progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True)
+  epoch, permutation = None, None
+  window_metrics, window_start, window_steps = [], None, 0
+  step = start_step
+  while step < total_steps:
+    if step // steps_per_epoch != epoch:
+      epoch = step // steps_per_epoch
+      permutation = permutation_fn(data_key, epoch)
+    state, metrics = train_fn(state, train_images, train_labels, permutation)
+    step += 1
+    window_metrics.append(metrics)
+    if window_start is None:  # Time from the end of the first (compiling) step on.
+      jax.block_until_ready(metrics)
+      window_start, window_metrics, window_steps = time.perf_counter(), [], 0
+    else:
+      window_steps += 1
+    is_last = step == total_steps
+    record = {}
+    if step % config.log_every_steps == 0 or is_last:
+      if window_metrics:
+        host = to_host(window_metrics)
+        elapsed = time.perf_counter() - window_start
+        record.update(train_loss=float(np.mean([m['loss'] for m in host])),
+                      train_accuracy=float(np.mean([m['accuracy'] for m in host])),
+                      train_images_per_second=window_steps * config.batch_size / max(elapsed, 1e-9))
+      record['learning_rate'] = float(schedule(step - 1))
+      window_metrics, window_start, window_steps = [], time.perf_counter(), 0
+    if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
+      results = run_eval(state)
+      for name, result in results.items():
+        record[f'{name}_loss'] = result['loss']
+        record[f'{name}_accuracy'] = result['accuracy']
+        record[f'{name}_error'] = 1.0 - result['accuracy']
+      if window_start is not None:
+        window_start = time.perf_counter()  # Eval time is not training throughput.
+    if record:
+      writer.write(step, record)
+      line = _log_line(step, total_steps, record)
+      if progress is not None:
+        progress.write(line)
+      elif is_main:
+        print(line, flush=True)
+    if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0) or is_last:
+      checkpoints.save(manager, state, metadata)
+    if progress is not None:
+      progress.update(1)
+  if progress is not None:
+    progress.close()
+  manager.wait_until_finished()
+
+  final = run_eval(state)
+  summary = {'model': config.model, 'step': int(to_host(state.step)), 'num_params': num_params,
+             'macs': macs, 'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+             **{f'{name}_accuracy': r['accuracy'] for name, r in final.items()},
+             **{f'{name}_error': 1.0 - r['accuracy'] for name, r in final.items()},
+             **{f'{name}_loss': r['loss'] for name, r in final.items()},
+             'test_per_class_accuracy': final['test']['per_class_accuracy'],
+             'class_names': dataset.class_names}
+  if is_main:
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+    print(f'final test error {100 * summary["test_error"]:.2f}% '
+          f'(accuracy {100 * summary["test_accuracy"]:.2f}%) at step {summary["step"]}', flush=True)
+  writer.close()
+  manager.close()
+  return summary

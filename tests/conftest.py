@@ -1,0 +1,71 @@
+"""Shared fixtures: small real image folders written as JPEGs, and the CIFAR-10-JPEG archive."""
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+from PIL import Image
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_ARCHIVE = os.path.join(REPO, '..', 'shared', 'data', 'cifar10_jpeg.tar.gz')
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+  """Every test decodes into its own cache, so tests never see each other's arrays."""
+  monkeypatch.setenv('JAXRESNET_CACHE_DIR', str(tmp_path / 'cache'))
+
+
+def write_image_folder(root, classes=('cat', 'dog', 'ship'), train_per_class=16, test_per_class=4,
+                       size=32, seed=0):
+  """Writes train/<class>/*.jpg and test/<class>/*.jpg: each class a distinct colour plus noise."""
+  rng = np.random.default_rng(seed)
+  palette = rng.integers(0, 256, (len(classes), 3))
+  for split, count in (('train', train_per_class), ('test', test_per_class)):
+    for label, name in enumerate(classes):
+      os.makedirs(os.path.join(root, split, name), exist_ok=True)
+      for i in range(count):
+        pixels = np.clip(palette[label] + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(root, split, name, f'{i:04d}.jpg'), quality=95)
+  return str(root)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+  return write_image_folder(tmp_path / 'images')
+
+
+def tiny_config(data_dir, **overrides):
+  """The default config shrunk to a few steps of the smallest ResNet on a tiny folder."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.update(model='resnet8', dataset='image_folder', data_dir=data_dir, batch_size=8,
+                eval_batch_size=8, num_val_examples=8, num_train_steps=6, log_every_steps=2,
+                eval_every_steps=3, checkpoint_every_steps=3, lr_boundaries=(4,))
+  config.update(**overrides)
+  return config
+
+
+@pytest.fixture(scope='session')
+def cifar10_jpeg(tmp_path_factory):
+  """The unpacked CIFAR-10-JPEG folder ($CIFAR10_JPEG_DIR, or ../shared/data unpacked); skips if absent."""
+  if os.environ.get('CIFAR10_JPEG_DIR'):
+    return os.environ['CIFAR10_JPEG_DIR']
+  if not os.path.exists(SHARED_ARCHIVE):
+    pytest.skip(f'CIFAR-10-JPEG not found: set CIFAR10_JPEG_DIR or provide {SHARED_ARCHIVE}')
+  root = tmp_path_factory.mktemp('cifar10')
+  with tarfile.open(SHARED_ARCHIVE) as tar:
+    tar.extractall(root, filter='data')
+  return str(root / 'cifar10_jpeg')
+
+
+def run_module(module, *args, env=None, timeout=600, check=False):
+  """Runs `python -m module args` from the repo root; returns the CompletedProcess."""
+  full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
+  result = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+  if check and result.returncode != 0:
+    raise AssertionError(f'{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}')
+  return result
