@@ -125,9 +125,10 @@ def read_tfds(name: str, data_dir: str) -> Dict[str, np.ndarray]:
     builder.download_and_prepare()
     arrays = {}
     for split in ('train', 'test'):
-      data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-      arrays[f'{split}_images'] = np.asarray(data['image'], np.uint8)
-      arrays[f'{split}_labels'] = np.asarray(data['label'], np.int32)
+      # Batches, not batch_size=-1: that needs a known cardinality, which mocked data lacks.
+      batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=1024)))
+      arrays[f'{split}_images'] = np.concatenate([b['image'] for b in batches]).astype(np.uint8)
+      arrays[f'{split}_labels'] = np.concatenate([b['label'] for b in batches]).astype(np.int32)
     arrays['class_names'] = np.array(builder.info.features['label'].names)
   except DataError:
     raise

@@ -8,6 +8,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 from ml_collections import config_flags
 
@@ -26,22 +27,28 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def parse_flags_or_exit(argv):
-  """absl's parser, but a bad flag or config override is one line and exit status 2."""
+  """absl's parser, but a bad flag, config file or override is one line and exit status 2."""
   try:
-    return FLAGS(argv)
+    remaining = FLAGS(argv)
+    FLAGS.config.keys()  # The config file loads lazily: load it now, so a bad one fails here.
+    return remaining
   except flags.Error as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    sys.exit(2)
-  except Exception as e:  # A config file that fails to load raises its own error.
-    print(f'error: cannot load config: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}',
-          file=sys.stderr)
-    sys.exit(2)
+    message = str(e).splitlines()[0]
+  except (AttributeError, KeyError) as e:  # An override of a field the config does not have.
+    message = f'unknown config field {str(e).strip(chr(34))}; see configs/default.py for the fields'
+  except Exception as e:  # A config file that is missing or fails to run.
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    message = f'cannot load the config file: {lines[-1] if lines else type(e).__name__}'
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
   if len(argv) > 1:
     print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
     sys.exit(2)
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Keep JAX's start-up INFO lines out of the run's output.
   if FLAGS.coordinator_address or FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   with exit_on_user_error():

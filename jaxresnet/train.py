@@ -232,14 +232,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   mesh = make_mesh()
   config_lib.validate(config, jax.device_count())
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-
   dataset = data.load_dataset(config)
   total_steps = config_lib.num_train_steps(config, len(dataset.train_labels))
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
   model, state, schedule = build(config, dataset, mesh, total_steps)
   num_params = models.count_params(state.params)
   macs = models.count_macs(model, dataset.train_images.shape[1:])
+  os.makedirs(workdir, exist_ok=True)  # Only now: bad config or data leave nothing behind.
   if is_main:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))

@@ -1,0 +1,90 @@
+import glob
+import importlib
+import os
+
+import pytest
+
+from jaxresnet import config as config_lib
+from jaxresnet.errors import ConfigError
+from conftest import REPO, run_module
+
+CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
+                      if not p.endswith('__init__.py'))
+
+
+def load(name):
+  return importlib.import_module(f'configs.{name}').get_config()
+
+
+@pytest.mark.parametrize('name', CONFIG_FILES)
+def test_every_config_file_is_valid_and_documents_its_command(name):
+  config = load(name)
+  config_lib.validate(config)
+  doc = importlib.import_module(f'configs.{name}').__doc__
+  assert f'--config=configs/{name}.py' in doc
+
+
+def test_variants_only_override_the_default():
+  default = load('default')
+  for name in CONFIG_FILES:
+    assert set(load(name).keys()) == set(default.keys()), name
+
+
+def test_paper_recipe_in_default():
+  c = load('default')
+  assert (c.batch_size, c.learning_rate, c.momentum, c.weight_decay) == (128, 0.1, 0.9, 1e-4)
+  assert tuple(c.lr_boundaries) == (32000, 48000) and c.num_train_steps == 64000
+  assert c.num_val_examples == 5000 and c.shortcut == 'A' and c.normalization == 'pixel_mean'
+  assert load('resnet110').warmup_steps == 400 and load('resnet110').warmup_lr == 0.01
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('model', 'resnet21', "unknown model 'resnet21'"),
+    ('shortcut', 'C', "config.shortcut='C' is not one of A, B"),
+    ('learning_rate', -0.1, 'config.learning_rate=-0.1 must not be negative'),
+    ('learning_rate', float('nan'), 'config.learning_rate=nan must not be negative'),
+    ('batch_size', 0, 'config.batch_size=0 must be positive'),
+    ('num_train_steps', 0, 'must be positive, or -1 to use num_epochs'),
+    ('schedule', 'linear', "config.schedule='linear' is not one of"),
+    ('lr_boundaries', (48000, 32000), 'must be positive and increasing'),
+    ('dataset', '', 'config.dataset is empty'),
+])
+def test_bad_values_raise_one_clear_error(field, value, message):
+  config = load('default')
+  config[field] = value
+  with pytest.raises(ConfigError, match=message.replace('(', r'\(').replace(')', r'\)')):
+    config_lib.validate(config)
+
+
+def test_num_epochs_when_num_train_steps_is_minus_one():
+  config = load('default')
+  config.num_train_steps, config.num_epochs = -1, 0
+  with pytest.raises(ConfigError, match='num_epochs'):
+    config_lib.validate(config)
+  config.num_epochs = 3
+  config_lib.validate(config)
+  assert config_lib.num_train_steps(config, 45000) == 3 * 351
+
+
+def test_batch_must_divide_over_devices():
+  config = load('default')
+  config.batch_size = 126
+  with pytest.raises(ConfigError, match='not divisible by the 4 devices'):
+    config_lib.validate(config, num_devices=4)
+
+
+@pytest.mark.parametrize('args,status,message', [
+    (['--config.nonexistent=1'], 2, "error: unknown config field 'nonexistent'"),
+    (['--config.learning_rate=abc'], 2, 'error: flag --config.learning_rate=abc'),
+    (['--config.model=resnet21'], 1, "error: unknown model 'resnet21'"),
+    (['--config.learning_rate=-1'], 1, 'error: config.learning_rate=-1.0 must not be negative'),
+    (['--config=configs/missing.py'], 2, 'error: cannot load the config file'),
+])
+def test_cli_bad_config_is_one_line_and_nothing_is_written(tmp_path, args, status, message):
+  workdir = tmp_path / 'run'
+  result = run_module('jaxresnet.main', '--config=configs/resnet20.py', f'--workdir={workdir}', *args)
+  assert result.returncode == status, result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  assert lines[-1].startswith(message), result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not workdir.exists()

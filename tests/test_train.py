@@ -1,0 +1,171 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxresnet import checkpoints, data, evaluate, models, train
+from conftest import REPO, run_module, tiny_config
+
+
+def setup(config, mesh=None):
+  mesh = mesh or train.make_mesh()
+  dataset = data.load_dataset(config)
+  model, state, _ = train.build(config, dataset, mesh, config.num_train_steps)
+  return mesh, dataset, model, state
+
+
+def test_train_step_learns_a_fixed_batch(image_folder):
+  config = tiny_config(image_folder, weight_decay=0.0)
+  _, dataset, _, state = setup(config)
+  images = train.prepare_images(state, jnp.asarray(dataset.train_images[:16]), augment=False)
+  labels = jnp.asarray(dataset.train_labels[:16])
+  step = jax.jit(train.train_step)
+  losses = []
+  for _ in range(15):
+    state, metrics = step(state, images, labels)
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert int(state.step) == 15
+  # BatchNorm running statistics moved away from their initial values.
+  assert not np.allclose(jax.tree_util.tree_leaves(state.batch_stats)[0], 0)
+
+
+def test_eval_step_counts_only_unmasked_examples(image_folder):
+  config = tiny_config(image_folder)
+  _, dataset, _, state = setup(config)
+  images = train.prepare_images(state, jnp.asarray(dataset.test_images), augment=False)
+  labels = jnp.asarray(dataset.test_labels)
+  full = train.eval_step(state, images, labels, jnp.ones(12, bool))
+  half = train.eval_step(state, images, labels, jnp.arange(12) < 6)
+  assert float(full['count']) == 12 and float(half['count']) == 6
+  assert float(full['confusion'].sum()) == 12 and float(half['confusion'].sum()) == 6
+  np.testing.assert_allclose(full['confusion'].sum(axis=1), np.bincount(dataset.test_labels, minlength=3))
+
+
+def test_evaluate_pads_the_last_batch(image_folder):
+  config = tiny_config(image_folder)
+  mesh, dataset, _, state = setup(config)
+  split = train.EvalSet(mesh, dataset.test_images, dataset.test_labels, batch_size=5)  # 12 = 5 + 5 + 2
+  result = train.evaluate(train.make_eval_fn(mesh, 5), state, split)
+  direct = train.eval_step(state, train.prepare_images(state, jnp.asarray(dataset.test_images), False),
+                           jnp.asarray(dataset.test_labels), jnp.ones(12, bool))
+  assert result['accuracy'] == pytest.approx(float(direct['correct']) / 12)
+  assert result['loss'] == pytest.approx(float(direct['loss_sum']) / 12, rel=1e-5)
+
+
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
+  mesh = train.make_mesh()
+  permutation = train.make_permutation_fn(mesh, 50)
+  key = jax.random.PRNGKey(0)
+  a, b, c = permutation(key, 0), permutation(key, 0), permutation(key, 1)
+  assert sorted(np.asarray(a).tolist()) == list(range(50))
+  assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_train_and_evaluate_writes_the_workdir(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  summary = train.train_and_evaluate(tiny_config(image_folder), workdir)
+  assert summary['step'] == 6 and 0 <= summary['test_error'] <= 1
+  assert summary['num_params'] == models.count_params(
+      jax.eval_shape(lambda: models.get_model('resnet8', num_classes=3).init(
+          jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))['params'])
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'metrics.jsonl', 'results.json',
+                                         'tensorboard']
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [r['step'] for r in records] == [2, 3, 4, 6]
+  for r in records:
+    if r['step'] % 2 == 0:
+      assert {'train_loss', 'train_accuracy', 'train_images_per_second', 'learning_rate'} <= set(r)
+    if r['step'] % 3 == 0:
+      assert {'val_accuracy', 'test_accuracy', 'test_error'} <= set(r)
+  assert records[-1]['learning_rate'] == pytest.approx(0.01)  # Divided by 10 at step 4.
+  assert sorted(checkpoints.create_manager(workdir, read_only=True).all_steps()) == [3, 6]
+  assert json.load(open(os.path.join(workdir, 'config.json')))['model'] == 'resnet8'
+
+
+def test_same_seed_same_run_other_seed_other_run(image_folder, tmp_path):
+  runs = {}
+  for name, seed in (('a', 0), ('b', 0), ('c', 1)):
+    train.train_and_evaluate(tiny_config(image_folder, seed=seed, num_train_steps=3), str(tmp_path / name))
+    _, _, _, state = evaluate.restore_run(str(tmp_path / name))
+    runs[name] = jax.tree_util.tree_leaves(train.to_host(state.params))
+  assert all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['b']))
+  assert not all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['c']))
+
+
+def test_evaluate_cli_reports_the_checkpoint(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  summary = train.train_and_evaluate(tiny_config(image_folder), workdir)
+  result = run_module('jaxresnet.evaluate', f'--workdir={workdir}', check=True)
+  assert f'test loss {summary["test_loss"]:.4f}' in result.stdout
+  assert f'error {100 * summary["test_error"]:.2f}%' in result.stdout
+  for name in ('cat', 'dog', 'ship'):
+    assert name in result.stdout
+  missing = run_module('jaxresnet.evaluate', f'--workdir={tmp_path / "nothing"}')
+  assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert 'Traceback' not in missing.stderr
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
+  result = run_module('jaxresnet.main', '--config=configs/default.py', f'--workdir={workdir}',
+                      '--config.model=plain8', '--config.dataset=image_folder',
+                      f'--config.data_dir={image_folder}', '--config.batch_size=8',
+                      '--config.num_val_examples=8')
+  assert result.returncode == 1
+  assert "holds a checkpoint of a different run (model: 'resnet8'" in result.stderr.strip().splitlines()[-1]
+
+
+def final_params(workdir):
+  _, _, _, state = evaluate.restore_run(workdir)
+  return train.to_host({'params': state.params, 'batch_stats': state.batch_stats,
+                        'opt_state': state.opt_state, 'step': state.step})
+
+
+def assert_trees_equal(a, b):
+  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(x, y)
+
+
+def main_args(image_folder, workdir, steps):
+  return ['--config=configs/default.py', f'--workdir={workdir}', '--config.model=resnet20',
+          '--config.dataset=image_folder', f'--config.data_dir={image_folder}', '--config.batch_size=32',
+          '--config.num_val_examples=8', f'--config.num_train_steps={steps}', '--config.eval_every_steps=0',
+          '--config.checkpoint_every_steps=3', '--config.log_every_steps=3', '--config.lr_boundaries=(12,)']
+
+
+def test_killed_run_resumes_bit_identically(image_folder, tmp_path):
+  steps = 24
+  reference = str(tmp_path / 'reference')
+  run_module('jaxresnet.main', *main_args(image_folder, reference, steps), check=True)
+
+  killed = str(tmp_path / 'killed')
+  env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+  child = subprocess.Popen([sys.executable, '-m', 'jaxresnet.main', *main_args(image_folder, killed, steps)],
+                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt = os.path.join(killed, 'checkpoints', '6')
+  deadline = time.time() + 300
+  while not os.path.isdir(ckpt) and child.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  child.send_signal(signal.SIGKILL)
+  child.wait()
+  done = checkpoints.create_manager(killed, read_only=True).all_steps()
+  assert max(done) < steps, f'the run finished before it could be killed: {done}'
+
+  resumed = run_module('jaxresnet.main', *main_args(image_folder, killed, steps), check=True)
+  assert 'resumed from checkpoint at step' in resumed.stdout
+  assert_trees_equal(final_params(reference), final_params(killed))
+  # The resumed run's metrics repeat no step.
+  logged = [json.loads(l)['step'] for l in open(os.path.join(killed, 'metrics.jsonl'))]
+  assert logged == sorted(set(logged)) == list(range(3, steps + 1, 3))
