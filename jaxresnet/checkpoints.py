@@ -4,6 +4,7 @@ The metadata (model, dataset, classes) lets `evaluate` and a resumed run check
 that a checkpoint belongs to the model they are about to build.
 """
 import os
+import sys
 from typing import Any, Dict, Optional
 
 import flax.serialization
@@ -45,6 +46,29 @@ def restore(manager: ocp.CheckpointManager, state, step: Optional[int] = None):
   try:
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   except Exception as e:  # Orbax raises many kinds for a damaged or mismatched checkpoint.
-    raise CheckpointError(f'cannot restore checkpoint {step} in {manager.directory}: '
-                          f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
+    raise CheckpointError(f'cannot restore checkpoint {step} in {manager.directory}: {first_line(e)}') from None
   return flax.serialization.from_state_dict(state, restored['state'])
+
+
+def first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def move_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> None:
+  """Moves an unreadable checkpoint out of the manager's way (kept for inspection), with a warning."""
+  source = os.path.join(str(manager.directory), str(step))
+  target_dir = os.path.join(os.path.dirname(str(manager.directory)), 'unreadable_checkpoints')
+  os.makedirs(target_dir, exist_ok=True)
+  target = os.path.join(target_dir, str(step))
+  suffix = 0
+  while os.path.exists(target):
+    suffix += 1
+    target = os.path.join(target_dir, f'{step}.{suffix}')
+  try:
+    os.replace(source, target)
+  except FileNotFoundError:  # Another process of a multi-process run moved it first.
+    pass
+  manager.reload()
+  print(f'warning: checkpoint {step} is unreadable ({reason}); moved it to {target} and '
+        'falling back to the previous one', file=sys.stderr, flush=True)

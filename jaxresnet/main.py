@@ -13,7 +13,7 @@ import jax
 from ml_collections import config_flags
 
 from jaxresnet import train
-from jaxresnet.errors import exit_on_user_error
+from jaxresnet.errors import ConfigError, exit_on_user_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and logs go.')
@@ -26,21 +26,29 @@ flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-proce
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def parse_flags_or_exit(argv):
-  """absl's parser, but a bad flag, config file or override is one line and exit status 2."""
+def parse_flags(argv, flag_values=FLAGS):
+  """Parses argv into `flag_values`; a bad flag, config file or override raises ConfigError."""
   try:
-    remaining = FLAGS(argv)
-    FLAGS.config.keys()  # The config file loads lazily: load it now, so a bad one fails here.
+    remaining = flag_values(argv)
+    flag_values.config.keys()  # The config file loads lazily: load it now, so a bad one fails here.
     return remaining
   except flags.Error as e:
     message = str(e).splitlines()[0]
   except (AttributeError, KeyError) as e:  # An override of a field the config does not have.
-    message = f'unknown config field {str(e).strip(chr(34))}; see configs/default.py for the fields'
+    message = f'unknown config field {str(e).splitlines()[0].strip(chr(34))}; see configs/default.py'
   except Exception as e:  # A config file that is missing or fails to run.
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     message = f'cannot load the config file: {lines[-1] if lines else type(e).__name__}'
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+  raise ConfigError(message)
+
+
+def parse_flags_or_exit(argv):
+  """absl's flags parser, but bad input is one line on stderr and exit status 2."""
+  try:
+    return parse_flags(argv)
+  except ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):

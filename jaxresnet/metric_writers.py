@@ -1,10 +1,65 @@
 """Where training metrics go: metrics.jsonl and TensorBoard event files in the workdir."""
 import json
 import os
+import socket
+import struct
 import time
 from typing import Any, Dict
 
 import numpy as np
+
+
+def _crc32c_table():
+  table = []
+  for i in range(256):
+    crc = i
+    for _ in range(8):
+      crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    table.append(crc)
+  return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+  crc ^= 0xFFFFFFFF
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class EventFileWriter:
+  """Writes TensorBoard scalars as a TFRecord file of Event protos.
+
+  TensorBoard's own writer imports TensorFlow whenever it is installed (slow,
+  and it may claim accelerator memory); only the protos are needed.
+  """
+
+  def __init__(self, logdir: str):
+    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    self._event_pb2 = event_pb2
+    os.makedirs(logdir, exist_ok=True)
+    name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
+    self._file = open(os.path.join(logdir, name), 'ab')
+    self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+
+  def _write(self, event) -> None:
+    data = event.SerializeToString()
+    header = struct.pack('<Q', len(data))
+    self._file.write(header + struct.pack('<I', _masked_crc32c(header)) + data +
+                     struct.pack('<I', _masked_crc32c(data)))
+    self._file.flush()
+
+  def scalars(self, step: int, values: Dict[str, float]) -> None:
+    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=k, simple_value=v)
+                                         for k, v in values.items()])
+    self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+  def close(self) -> None:
+    self._file.close()
 
 
 def _plain(value: Any) -> Any:
@@ -27,7 +82,6 @@ class MetricWriter:
     if not enabled:
       return
     try:
-      from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
       self._tensorboard = EventFileWriter(os.path.join(workdir, 'tensorboard'))
     except ImportError:  # TensorBoard is optional: metrics.jsonl has everything.
       pass
@@ -54,15 +108,17 @@ class MetricWriter:
     if not self.enabled:
       return
     record = {'step': int(step), **{k: _plain(v) for k, v in metrics.items()}}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    # One write() of the whole line to an O_APPEND file, then fsync: a crash loses at most
+    # this line, and a torn one is dropped by truncate_after() on resume.
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      os.write(fd, (json.dumps(record) + '\n').encode())
+      os.fsync(fd)
+    finally:
+      os.close(fd)
     if self._tensorboard is not None:
-      from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
-      values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
-                for k, v in record.items() if k != 'step' and np.ndim(v) == 0]
-      self._tensorboard.add_event(event_pb2.Event(
-          wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
-      self._tensorboard.flush()
+      self._tensorboard.scalars(int(step), {k: float(v) for k, v in record.items()
+                                            if k != 'step' and np.ndim(v) == 0})
 
   def close(self) -> None:
     if self._tensorboard is not None:

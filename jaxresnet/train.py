@@ -30,6 +30,7 @@ from jaxresnet import models
 from jaxresnet import optim
 from jaxresnet.errors import CheckpointError
 from jaxresnet.metric_writers import MetricWriter
+from jaxresnet.preemption import StopRequest
 
 
 class TrainState(train_state.TrainState):
@@ -58,8 +59,13 @@ def step_rngs(state: TrainState):
   return jax.random.split(jax.random.fold_in(state.rng, state.step))
 
 
-def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
-  """One optimizer step on a batch of normalized (and augmented) float images."""
+def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
+               skip_nonfinite: bool = False):
+  """One optimizer step on a batch of normalized (and augmented) float images.
+
+  With `skip_nonfinite`, an update whose loss or gradients are not finite is
+  dropped (the step counter still advances) and counted in metrics['skipped'].
+  """
 
   def loss_fn(params):
     logits, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
@@ -69,7 +75,14 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+  # A finite loss can still come with an update that overflows the weights: check both.
+  finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+      [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves((new_state.params, batch_stats))]))
+  metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels), 'finite': finite}
+  if skip_nonfinite:
+    unchanged = state.replace(step=new_state.step)
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, unchanged)
+    metrics['skipped'] = jnp.logical_not(finite).astype(jnp.int32)
   return new_state, metrics
 
 
@@ -117,7 +130,8 @@ def prepare_images(state: TrainState, images_uint8, augment: bool):
   return images
 
 
-def make_train_fn(mesh, batch_size: int, steps_per_epoch: int, augment: bool):
+def make_train_fn(mesh, batch_size: int, steps_per_epoch: int, augment: bool,
+                  skip_nonfinite: bool = False):
   """jit(state, train_images, train_labels, permutation) -> (state, metrics), state donated."""
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
 
@@ -127,7 +141,7 @@ def make_train_fn(mesh, batch_size: int, steps_per_epoch: int, augment: bool):
     # Each device gathers, augments and computes on its own slice of the batch.
     indices = jax.lax.with_sharding_constraint(indices, batch)
     images = prepare_images(state, train_images[indices], augment)
-    return train_step(state, images, train_labels[indices])
+    return train_step(state, images, train_labels[indices], skip_nonfinite)
 
   return jax.jit(train_fn, donate_argnums=(0,), out_shardings=(replicated, replicated))
 
@@ -203,32 +217,62 @@ def checkpoint_metadata(config, dataset: data.Dataset) -> Dict[str, Any]:
 
 
 def restore_checkpoint(manager, state, config, dataset):
-  """The newest checkpoint if there is one and it belongs to this model, else `state`."""
-  step = manager.latest_step()
-  if step is None:
-    return state
-  meta = checkpoints.read_metadata(manager, step)
+  """`state` with the newest readable checkpoint of this run's model (or unchanged if there is none).
+
+  A checkpoint that cannot be read (truncated, corrupt) is reported in one line
+  and moved aside to WORKDIR/unreadable_checkpoints/, and the next older one is
+  tried: a half-broken workdir never stops a resume, and nothing is deleted.
+  """
   mine = checkpoint_metadata(config, dataset)
-  for key in ('model', 'shortcut', 'class_names', 'image_shape'):
-    if meta.get(key) != mine[key]:
-      raise CheckpointError(
-          f'{manager.directory} holds a checkpoint of a different run ({key}: {meta.get(key)!r}, '
-          f'this config: {mine[key]!r}); use another --workdir')
-  return checkpoints.restore(manager, state, step)
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      meta = checkpoints.read_metadata(manager, step)
+    except Exception as e:  # Orbax raises many kinds for a damaged checkpoint.
+      checkpoints.move_aside(manager, step, f'its metadata is unreadable ({checkpoints.first_line(e)})')
+      continue
+    for key in ('model', 'shortcut', 'class_names', 'image_shape'):
+      if meta.get(key) != mine[key]:
+        raise CheckpointError(
+            f'{manager.directory} holds a checkpoint of a different run ({key}: {meta.get(key)!r}, '
+            f'this config: {mine[key]!r}); use another --workdir')
+    try:
+      return checkpoints.restore(manager, state, step)
+    except CheckpointError as e:
+      checkpoints.move_aside(manager, step, str(e))
+  return state
+
+
+class NonFiniteLossError(CheckpointError):
+  pass
 
 
 def _log_line(step, total, record) -> str:
   parts = [f'step {step}/{total}']
   for key, fmt in (('train_loss', '{:.4f}'), ('train_accuracy', '{:.4f}'), ('learning_rate', '{:.4g}'),
-                   ('train_images_per_second', '{:.0f}'), ('val_accuracy', '{:.4f}'),
-                   ('test_accuracy', '{:.4f}')):
+                   ('train_images_per_second', '{:.0f}'), ('skipped_updates', '{:d}'),
+                   ('val_accuracy', '{:.4f}'), ('test_accuracy', '{:.4f}')):
     if key in record:
       parts.append(f'{key} {fmt.format(record[key])}')
   return '  '.join(parts)
 
 
+def _writable_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test.{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise CheckpointError(f'cannot write to workdir {workdir}: {e.strerror or e}') from None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
-  """Trains (or resumes) the run a config describes in `workdir`; returns the final metrics."""
+  """Trains (or resumes) the run a config describes in `workdir`; returns the final metrics.
+
+  On SIGTERM/SIGINT it saves a checkpoint at the current step and returns early
+  (summary['stopped'] names the signal); rerunning resumes exactly.
+  """
   mesh = make_mesh()
   config_lib.validate(config, jax.device_count())
   is_main = jax.process_index() == 0
@@ -238,101 +282,150 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model, state, schedule = build(config, dataset, mesh, total_steps)
   num_params = models.count_params(state.params)
   macs = models.count_macs(model, dataset.train_images.shape[1:])
-  os.makedirs(workdir, exist_ok=True)  # Only now: bad config or data leave nothing behind.
-  if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    print(f'{config.model}: {num_params:,} parameters, {macs / 1e6:.1f}M multiply-adds per image; '
-          f'data {data.describe(dataset)}; {jax.device_count()} x {jax.devices()[0].device_kind}; '
-          f'{total_steps} steps of batch {config.batch_size}', flush=True)
+  devices = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
 
+  # Only now touch the workdir: a bad config or bad data leave nothing behind.
+  _writable_workdir(workdir)
   manager = checkpoints.create_manager(workdir, config.checkpoints_to_keep)
   state = restore_checkpoint(manager, state, config, dataset)
   start_step = int(to_host(state.step))
   writer = MetricWriter(workdir, enabled=is_main)
   writer.truncate_after(start_step)
-  if start_step and is_main:
-    print(f'resumed from checkpoint at step {start_step}', flush=True)
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    print(f'{config.model}: {num_params:,} parameters, {macs / 1e6:.1f}M multiply-adds per image; '
+          f'data {data.describe(dataset)}; {devices}; {total_steps} steps of batch {config.batch_size}',
+          flush=True)
+    if start_step:
+      print(f'resumed from checkpoint at step {start_step}', flush=True)
 
   train_images, train_labels = replicate(mesh, dataset.train_images), replicate(mesh, dataset.train_labels)
   eval_sets = {'val': EvalSet(mesh, dataset.val_images, dataset.val_labels, config.eval_batch_size),
                'test': EvalSet(mesh, dataset.test_images, dataset.test_labels, config.eval_batch_size)}
   eval_sets = {name: s for name, s in eval_sets.items() if s.size}
-  train_fn = make_train_fn(mesh, config.batch_size, steps_per_epoch, config.augment)
+  train_fn = make_train_fn(mesh, config.batch_size, steps_per_epoch, config.augment,
+                           config.skip_nonfinite_updates)
   permutation_fn = make_permutation_fn(mesh, len(dataset.train_labels))
   eval_fn = make_eval_fn(mesh, config.eval_batch_size)
   data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
   metadata = checkpoint_metadata(config, dataset)
 
-  def run_eval(state):
-    return {name: evaluate(eval_fn, state, split) for name, split in eval_sets.items()}
+  def save(state, step):
+    try:
+      checkpoints.save(manager, state, metadata)
+    except Exception as e:  # Disk full, permissions, a vanished directory...
+      kept = [s for s in manager.all_steps() if s != step]
+      raise CheckpointError(f'cannot write checkpoint {step} to {manager.directory}: '
+                            f'{checkpoints.first_line(e)}; the previous checkpoint '
+                            f'({max(kept) if kept else "none"}) is intact') from None
 
   progress = None
   if is_main and sys.stderr.isatty():
     import tqdm  # pylint: disable=g-import-not-at-top
     progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True)
   epoch, permutation = None, None
-  window_metrics, window_start, window_steps = [], None, 0
+  pending = []  # (step, device metrics) not yet fetched: fetching waits for the device.
+  window, window_start, window_steps = [], None, 0  # Host metrics since the last log line.
+  last_good_step = start_step
+  results = None
+  stopped = None
   step = start_step
-  while step < total_steps:
-    if step // steps_per_epoch != epoch:
-      epoch = step // steps_per_epoch
-      permutation = permutation_fn(data_key, epoch)
-    state, metrics = train_fn(state, train_images, train_labels, permutation)
-    step += 1
-    window_metrics.append(metrics)
-    if window_start is None:  # Time from the end of the first (compiling) step on.
-      jax.block_until_ready(metrics)
-      window_start, window_metrics, window_steps = time.perf_counter(), [], 0
-    else:
-      window_steps += 1
-    is_last = step == total_steps
-    record = {}
-    if step % config.log_every_steps == 0 or is_last:
-      if window_metrics:
-        host = to_host(window_metrics)
-        elapsed = time.perf_counter() - window_start
-        record.update(train_loss=float(np.mean([m['loss'] for m in host])),
-                      train_accuracy=float(np.mean([m['accuracy'] for m in host])),
-                      train_images_per_second=window_steps * config.batch_size / max(elapsed, 1e-9))
-      record['learning_rate'] = float(schedule(step - 1))
-      window_metrics, window_start, window_steps = [], time.perf_counter(), 0
-    if (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last:
-      results = run_eval(state)
-      for name, result in results.items():
-        record[f'{name}_loss'] = result['loss']
-        record[f'{name}_accuracy'] = result['accuracy']
-        record[f'{name}_error'] = 1.0 - result['accuracy']
-      if window_start is not None:
-        window_start = time.perf_counter()  # Eval time is not training throughput.
-    if record:
-      writer.write(step, record)
-      line = _log_line(step, total_steps, record)
-      if progress is not None:
-        progress.write(line)
-      elif is_main:
-        print(line, flush=True)
-    if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0) or is_last:
-      checkpoints.save(manager, state, metadata)
-    if progress is not None:
-      progress.update(1)
-  if progress is not None:
-    progress.close()
-  manager.wait_until_finished()
+  failed = True
+  try:
+    with StopRequest() as stop:
+      while step < total_steps:
+        if step // steps_per_epoch != epoch:
+          epoch = step // steps_per_epoch
+          permutation = permutation_fn(data_key, epoch)
+        state, metrics = train_fn(state, train_images, train_labels, permutation)
+        step += 1
+        pending.append((step, metrics))
+        if window_start is None:  # Throughput is timed from the end of the first (compiling) step.
+          jax.block_until_ready(metrics)
+          window_start = time.perf_counter()
+        else:
+          window_steps += 1
 
-  final = run_eval(state)
-  summary = {'model': config.model, 'step': int(to_host(state.step)), 'num_params': num_params,
-             'macs': macs, 'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-             **{f'{name}_accuracy': r['accuracy'] for name, r in final.items()},
-             **{f'{name}_error': 1.0 - r['accuracy'] for name, r in final.items()},
-             **{f'{name}_loss': r['loss'] for name, r in final.items()},
-             'test_per_class_accuracy': final['test']['per_class_accuracy'],
+        is_last = step == total_steps
+        stop_now = stop.requested(collective=step % config.log_every_steps == 0 or is_last)
+        log_now = step % config.log_every_steps == 0 or is_last or stop_now
+        eval_now = (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last
+        save_now = (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0) or is_last or stop_now
+        if log_now or eval_now or save_now:
+          # Every checkpoint is preceded by this check, so none ever holds a diverged model.
+          for pending_step, host in zip([s for s, _ in pending], to_host([m for _, m in pending])):
+            if not config.skip_nonfinite_updates and not host['finite']:
+              raise NonFiniteLossError(
+                  f'training diverged at step {pending_step} (loss {host["loss"]:.4g}; loss or weights not '
+                  f'finite) and stopped without saving it. The last good checkpoint is step '
+                  f'{last_good_step or "none"}; lower the learning rate, or set '
+                  'config.skip_nonfinite_updates=True to skip such updates')
+            window.append(host)
+          pending = []
+        record = {}
+        if log_now and window:
+          elapsed = time.perf_counter() - window_start
+          record.update(train_loss=float(np.nanmean([m['loss'] for m in window])),
+                        train_accuracy=float(np.mean([m['accuracy'] for m in window])),
+                        learning_rate=float(schedule(step - 1)))
+          if window_steps:  # Not for a window holding only the compiling first step.
+            record['train_images_per_second'] = window_steps * config.batch_size / max(elapsed, 1e-9)
+          if config.skip_nonfinite_updates:
+            record['skipped_updates'] = int(sum(m['skipped'] for m in window))
+          window, window_start, window_steps = [], time.perf_counter(), 0
+        if eval_now:
+          results = {name: evaluate(eval_fn, state, split) for name, split in eval_sets.items()}
+          for name, result in results.items():
+            record.update({f'{name}_loss': result['loss'], f'{name}_accuracy': result['accuracy'],
+                           f'{name}_error': 1.0 - result['accuracy']})
+          window_start = time.perf_counter()  # Evaluation time is not training throughput.
+        if record:
+          writer.write(step, record)
+          line = _log_line(step, total_steps, record)
+          if progress is not None:
+            progress.write(line)
+          elif is_main:
+            print(line, flush=True)
+        if save_now:
+          save(state, step)
+          last_good_step = step
+        if progress is not None:
+          progress.update(1)
+        if stop_now:
+          stopped = stop.signal_name or 'a signal to another process'
+          break
+    failed = False
+  finally:
+    # Also on an error: let the checkpoint being written finish, so the last good one is complete.
+    if progress is not None:
+      progress.close()
+    try:
+      manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if not failed:
+        raise CheckpointError(f'cannot finish writing checkpoint {step} to {manager.directory}: '
+                              f'{checkpoints.first_line(e)}') from None
+    writer.close()
+    manager.close()
+
+  if stopped:
+    if is_main:
+      print(f'stopped by {stopped} at step {step}: checkpoint saved; run the same command to resume',
+            flush=True)
+    return {'model': config.model, 'step': step, 'stopped': stopped}
+  if results is None:  # Resumed at the end: the last evaluation was not kept.
+    results = {name: evaluate(eval_fn, state, split) for name, split in eval_sets.items()}
+  summary = {'model': config.model, 'step': step, 'num_params': num_params, 'macs': macs,
+             'devices': devices,
+             **{f'{name}_accuracy': r['accuracy'] for name, r in results.items()},
+             **{f'{name}_error': 1.0 - r['accuracy'] for name, r in results.items()},
+             **{f'{name}_loss': r['loss'] for name, r in results.items()},
+             'test_per_class_accuracy': results['test']['per_class_accuracy'],
              'class_names': dataset.class_names}
   if is_main:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(summary, f, indent=2)
     print(f'final test error {100 * summary["test_error"]:.2f}% '
-          f'(accuracy {100 * summary["test_accuracy"]:.2f}%) at step {summary["step"]}', flush=True)
-  writer.close()
-  manager.close()
+          f'(accuracy {100 * summary["test_accuracy"]:.2f}%) at step {step}', flush=True)
   return summary

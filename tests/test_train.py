@@ -1,9 +1,5 @@
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxresnet import checkpoints, data, evaluate, models, train
-from conftest import REPO, run_module, tiny_config
+from conftest import run_module, tiny_config
 
 
 def setup(config, mesh=None):
@@ -112,60 +108,3 @@ def test_evaluate_cli_reports_the_checkpoint(image_folder, tmp_path):
   missing = run_module('jaxresnet.evaluate', f'--workdir={tmp_path / "nothing"}')
   assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith('error: ')
   assert 'Traceback' not in missing.stderr
-
-
-def test_resume_refuses_a_checkpoint_of_another_model(image_folder, tmp_path):
-  workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
-  result = run_module('jaxresnet.main', '--config=configs/default.py', f'--workdir={workdir}',
-                      '--config.model=plain8', '--config.dataset=image_folder',
-                      f'--config.data_dir={image_folder}', '--config.batch_size=8',
-                      '--config.num_val_examples=8')
-  assert result.returncode == 1
-  assert "holds a checkpoint of a different run (model: 'resnet8'" in result.stderr.strip().splitlines()[-1]
-
-
-def final_params(workdir):
-  _, _, _, state = evaluate.restore_run(workdir)
-  return train.to_host({'params': state.params, 'batch_stats': state.batch_stats,
-                        'opt_state': state.opt_state, 'step': state.step})
-
-
-def assert_trees_equal(a, b):
-  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(x, y)
-
-
-def main_args(image_folder, workdir, steps):
-  return ['--config=configs/default.py', f'--workdir={workdir}', '--config.model=resnet20',
-          '--config.dataset=image_folder', f'--config.data_dir={image_folder}', '--config.batch_size=32',
-          '--config.num_val_examples=8', f'--config.num_train_steps={steps}', '--config.eval_every_steps=0',
-          '--config.checkpoint_every_steps=3', '--config.log_every_steps=3', '--config.lr_boundaries=(12,)']
-
-
-def test_killed_run_resumes_bit_identically(image_folder, tmp_path):
-  steps = 24
-  reference = str(tmp_path / 'reference')
-  run_module('jaxresnet.main', *main_args(image_folder, reference, steps), check=True)
-
-  killed = str(tmp_path / 'killed')
-  env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
-  child = subprocess.Popen([sys.executable, '-m', 'jaxresnet.main', *main_args(image_folder, killed, steps)],
-                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpt = os.path.join(killed, 'checkpoints', '6')
-  deadline = time.time() + 300
-  while not os.path.isdir(ckpt) and child.poll() is None and time.time() < deadline:
-    time.sleep(0.01)
-  child.send_signal(signal.SIGKILL)
-  child.wait()
-  done = checkpoints.create_manager(killed, read_only=True).all_steps()
-  assert max(done) < steps, f'the run finished before it could be killed: {done}'
-
-  resumed = run_module('jaxresnet.main', *main_args(image_folder, killed, steps), check=True)
-  assert 'resumed from checkpoint at step' in resumed.stdout
-  assert_trees_equal(final_params(reference), final_params(killed))
-  # The resumed run's metrics repeat no step.
-  logged = [json.loads(l)['step'] for l in open(os.path.join(killed, 'metrics.jsonl'))]
-  assert logged == sorted(set(logged)) == list(range(3, steps + 1, 3))

@@ -1,0 +1,275 @@
+"""Preemption, exact resume, corrupt checkpoints, divergence, bad input: never lose finished work."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl import flags
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import numpy as np
+import pytest
+
+from jaxresnet import checkpoints, evaluate, main, train
+from jaxresnet import config as config_lib
+from jaxresnet.errors import CheckpointError, ConfigError
+from conftest import REPO, run_module, tiny_config, write_image_folder
+
+
+def final_state(workdir):
+  _, _, _, state = evaluate.restore_run(workdir)
+  return train.to_host({'params': state.params, 'batch_stats': state.batch_stats,
+                        'opt_state': state.opt_state, 'step': state.step, 'rng': state.rng})
+
+
+def assert_trees_equal(a, b):
+  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(x, y)
+
+
+def main_args(image_folder, workdir, steps, every=3, log_every=None):
+  # ResNet-20 at batch 32: slow enough per step on CPU that a kill lands mid-run.
+  return ['--config=configs/default.py', f'--workdir={workdir}', '--config.model=resnet20',
+          '--config.dataset=image_folder', f'--config.data_dir={image_folder}', '--config.batch_size=32',
+          '--config.num_val_examples=8', f'--config.num_train_steps={steps}', '--config.eval_every_steps=0',
+          f'--config.checkpoint_every_steps={every}', f'--config.log_every_steps={log_every or every}',
+          '--config.lr_boundaries=(12,)']
+
+
+def start(args):
+  env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  return subprocess.Popen([sys.executable, '-m', 'jaxresnet.main', *args], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, child, timeout=300):
+  deadline = time.time() + timeout
+  while not predicate() and child.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+
+
+STEPS = 24
+# Where each kill -9 lands: before any checkpoint (start-up and compile), just as checkpoint 6
+# is committed (the next save may be in flight), and late in the run.
+KILL_POINTS = [('after 1.5 s', None, 1.5), ('checkpoint 6 appears', '6', 0), ('checkpoint 18 appears', '18', 0.05)]
+
+
+def test_killed_any_number_of_times_resumes_bit_identically(tmp_path):
+  image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
+  reference = str(tmp_path / 'reference')
+  run_module('jaxresnet.main', *main_args(image_folder, reference, STEPS), check=True)
+
+  killed = str(tmp_path / 'killed')
+  kills = 0
+  for name, checkpoint, delay in KILL_POINTS:
+    child = start(main_args(image_folder, killed, STEPS))
+    if checkpoint:
+      wait_for(lambda: os.path.isdir(os.path.join(killed, 'checkpoints', checkpoint)), child)
+    time.sleep(delay)
+    if child.poll() is None:
+      child.send_signal(signal.SIGKILL)
+      kills += 1
+    child.communicate()
+    done = checkpoints.create_manager(killed, read_only=True).all_steps() if os.path.isdir(
+        os.path.join(killed, 'checkpoints')) else []
+    assert not done or max(done) < STEPS, f'run finished before the kill at {name}'
+  assert kills == len(KILL_POINTS)
+
+  resumed = run_module('jaxresnet.main', *main_args(image_folder, killed, STEPS), check=True)
+  assert 'resumed from checkpoint at step 18' in resumed.stdout
+  assert_trees_equal(final_state(reference), final_state(killed))
+  # metrics.jsonl: whole lines only, every logged step once.
+  with open(os.path.join(killed, 'metrics.jsonl')) as f:
+    text = f.read()
+  assert text.endswith('\n')
+  assert [json.loads(l)['step'] for l in text.splitlines()] == list(range(3, STEPS + 1, 3))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero_quickly(tmp_path):
+  image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
+  workdir = str(tmp_path / 'run')
+  child = start(main_args(image_folder, workdir, 2000, every=1000, log_every=5))
+  # Wait until training is under way (the first metrics line), then ask it to stop.
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  child.stdout.readline()  # the start-up line
+  first = child.stdout.readline()
+  assert first.startswith('step'), first
+  sent = time.time()
+  child.send_signal(signal.SIGTERM)
+  out, _ = child.communicate(timeout=60)
+  took = time.time() - sent
+  print(f'SIGTERM to exit: {took:.2f} s')
+  assert child.returncode == 0, out
+  assert took < 30
+  stopped_at = int(out.split('stopped by SIGTERM at step ')[1].split(':')[0])
+  assert checkpoints.create_manager(workdir, read_only=True).all_steps() == [stopped_at]
+  with open(metrics) as f:
+    assert json.loads(f.read().splitlines()[-1])['step'] == stopped_at
+  assert final_state(workdir)['step'] == stopped_at
+
+
+def corrupt(workdir, step):
+  """Truncates every data file of a checkpoint's state to half its size."""
+  root = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      size = os.path.getsize(path)
+      with open(path, 'r+b') as f:
+        f.truncate(size // 2)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(image_folder, tmp_path, capfd):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(image_folder)
+  train.train_and_evaluate(config, workdir)
+  reference = final_state(workdir)
+  corrupt(workdir, 6)
+  capfd.readouterr()
+  summary = train.train_and_evaluate(config, workdir)  # Resumes from 3 and redoes 4..6.
+  err = capfd.readouterr().err
+  warnings = [l for l in err.splitlines() if l.startswith('warning: checkpoint 6 is unreadable')]
+  assert len(warnings) == 1, err
+  assert summary['step'] == 6
+  assert os.path.isdir(os.path.join(workdir, 'unreadable_checkpoints', '6'))  # Kept, not deleted.
+  assert_trees_equal(reference, final_state(workdir))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(image_folder, learning_rate=1e30, checkpoint_every_steps=1, log_every_steps=1)
+  with pytest.raises(train.NonFiniteLossError, match=r'training diverged at step (\d+)') as info:
+    train.train_and_evaluate(config, workdir)
+  bad_step = int(info.value.args[0].split('at step ')[1].split(' ')[0])
+  saved = checkpoints.create_manager(workdir, read_only=True).all_steps()
+  assert saved and max(saved) == bad_step - 1 and f'last good checkpoint is step {bad_step - 1}' in str(info.value)
+  state = final_state(workdir)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(state['params']))
+
+
+def test_nan_updates_can_be_skipped_instead(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(image_folder, learning_rate=1e30, log_every_steps=1, skip_nonfinite_updates=True)
+  summary = train.train_and_evaluate(config, workdir)
+  assert summary['step'] == 6
+  records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert sum(r.get('skipped_updates', 0) for r in records) > 0
+  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(final_state(workdir)['params']))
+
+
+def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_previous(image_folder, tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+  real_save = checkpoints.save
+
+  def save_until_disk_full(manager, state, metadata):
+    if int(jax.device_get(state.step)) >= 6:
+      raise OSError(28, 'No space left on device')
+    real_save(manager, state, metadata)
+
+  monkeypatch.setattr(checkpoints, 'save', save_until_disk_full)
+  with pytest.raises(CheckpointError, match=r'cannot write checkpoint 6 .* No space left on device; '
+                                            r'the previous checkpoint \(3\) is intact'):
+    train.train_and_evaluate(tiny_config(image_folder), workdir)
+  monkeypatch.undo()
+  assert checkpoints.create_manager(workdir, read_only=True).all_steps() == [3]
+  assert final_state(workdir)['step'] == 3
+
+
+def test_unwritable_workdir(image_folder, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  with pytest.raises(CheckpointError, match='cannot write to workdir'):
+    train.train_and_evaluate(tiny_config(image_folder), str(blocker / 'run'))
+
+
+def broken_image(root):
+  with open(os.path.join(root, 'train', 'cat', '0003.jpg'), 'wb') as f:
+    f.write(b'\xff\xd8 truncated')
+
+
+def unequal_classes(root):
+  os.rename(os.path.join(root, 'test', 'dog'), os.path.join(root, 'test', 'wolf'))
+
+
+def no_classes(root):
+  for split in ('train', 'test'):
+    for name in os.listdir(os.path.join(root, split)):
+      for f in os.listdir(os.path.join(root, split, name)):
+        os.remove(os.path.join(root, split, name, f))
+      os.rmdir(os.path.join(root, split, name))
+
+
+BAD_INPUT = [
+    # (name, extra args, damage to the image folder, exit status, start of the one stderr line)
+    ('config file', ['--config=configs/nope.py'], None, 2, 'error: cannot load the config file'),
+    ('config field', ['--config.learning_rat=0.1'], None, 2, "error: unknown config field 'learning_rat'"),
+    ('wrong type', ['--config.batch_size=big'], None, 2, 'error: flag --config.batch_size=big'),
+    ('model', ['--config.model=resnet19'], None, 1, "error: unknown model 'resnet19'"),
+    ('optimizer', ['--config.optimizer=sgdd'], None, 1, "error: config.optimizer='sgdd' is not one of"),
+    ('schedule', ['--config.schedule=exp'], None, 1, "error: config.schedule='exp' is not one of"),
+    ('TFDS dataset', ['--config.dataset=no_such_dataset'], None, 1,
+     "error: cannot load TFDS dataset 'no_such_dataset'"),
+    ('missing data dir', ['--config.data_dir=/nonexistent/images'], None, 1,
+     "error: image folder '/nonexistent/images' does not exist"),
+    ('no classes', [], no_classes, 1, 'error: '),
+    ('unequal classes', [], unequal_classes, 1, 'error: class folders differ between train/ and test/'),
+    ('broken image', [], broken_image, 1, 'error: cannot read image'),
+]
+
+
+@pytest.mark.parametrize('name,args,damage,status,message', BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, name, args, damage, status, message):
+  image_folder = write_image_folder(tmp_path / 'images')
+  if damage:
+    damage(image_folder)
+  workdir = tmp_path / 'run'
+  base = ['--config=configs/default.py', f'--workdir={workdir}',
+          '--config.model=resnet8', '--config.dataset=image_folder', f'--config.data_dir={image_folder}',
+          '--config.batch_size=8', '--config.num_val_examples=8', '--config.num_train_steps=2']
+  result = run_module('jaxresnet.main', *base, *args)
+  errors = [l for l in result.stderr.splitlines() if 'error' in l.lower()]
+  assert result.returncode == status, result.stderr[-2000:]
+  assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == errors[0]
+  assert 'Traceback' not in result.stderr
+  assert not workdir.exists()
+
+
+def test_workdir_of_another_model_is_refused_and_left_intact(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
+  before = sorted(os.listdir(workdir))
+  result = run_module('jaxresnet.main', '--config=configs/default.py', f'--workdir={workdir}',
+                      '--config.model=plain8', '--config.dataset=image_folder',
+                      f'--config.data_dir={image_folder}', '--config.batch_size=8', '--config.num_val_examples=8')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: " + workdir + "/checkpoints holds a checkpoint of a different run (model: 'resnet8'")
+  assert sorted(os.listdir(workdir)) == before and final_state(workdir)['step'] == 3
+
+
+FIELD_NAMES = sorted(__import__('configs.default', fromlist=['get_config']).get_config().keys())
+VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(repr),
+                   st.booleans().map(str), st.text(max_size=12),
+                   st.sampled_from(['resnet20', 'plain56', 'A', 'B', 'sgd', 'cosine', '(1,2)', '()', '-1', '0']))
+
+
+@hypothesis.settings(max_examples=150, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(overrides=st.lists(st.tuples(st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=8)), VALUES),
+                                     max_size=3))
+def test_fuzzed_overrides_give_a_valid_config_or_a_clear_error(overrides):
+  flag_values = flags.FlagValues()
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True)
+  argv = ['main', '--config=configs/default.py'] + [f'--config.{k}={v}' for k, v in overrides]
+  try:
+    main.parse_flags(argv, flag_values)
+    config_lib.validate(flag_values.config)
+  except ConfigError as e:
+    assert str(e) and '\n' not in str(e)
