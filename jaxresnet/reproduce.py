@@ -1,0 +1,273 @@
+"""Reproduces a paper's CIFAR-10 table: every model and seed, resumable, then the report.
+
+    python -m jaxresnet.reproduce --table=he2016 --workdir=DIR [--seeds=3] [--models=resnet20,resnet110]
+        [--dataset=image_folder --data_dir=/data/cifar10_jpeg] [--steps_scale=1] [--output=FILE.md]
+
+Trains Plain-20/32/44/56 and ResNet-20/32/44/56/110, each with its config file
+(configs/<model>.py: the paper's recipe, ResNet-110's warm-up included), one
+run per model and seed in DIR/<model>/seed<k>. Runs go seed by seed, so a
+table with one seed of every model is complete first. Rerunning the command
+skips finished runs and resumes unfinished ones from their newest checkpoint;
+each run's wall-clock time, summed over the sessions it took, goes to its
+timing.json. SIGTERM or Ctrl-C stops the current run at a checkpoint and ends
+the command. After every run DIR/report.md, report.json and figure6.png are
+rewritten (see jaxresnet/report.py), and FILE.md + FILE.png with --output.
+
+--steps_scale multiplies the run length and every step count of the schedule
+(lr boundaries, warm-up, eval/log/checkpoint intervals): 0.0005 makes 32-step
+smoke runs, and the report then says in bold that it is not a reproduction.
+--batch_size and --num_val_examples change the recipe (the report lists them);
+--data_dir, --cache_dir, --eval_batch_size and --*_every_steps do not. A DIR
+keeps the settings it was started with: other settings need another DIR.
+"""
+import datetime
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+from typing import Any, Dict, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+
+from jaxresnet import config as config_lib
+from jaxresnet import data
+from jaxresnet import models as models_lib
+from jaxresnet import plot
+from jaxresnet import report
+from jaxresnet import train
+from jaxresnet.errors import ConfigError, exit_on_user_error
+
+RECIPE_FIELDS = ('dataset', 'batch_size', 'num_val_examples')  # Overriding these changes the results.
+BOOKKEEPING_FIELDS = ('data_dir', 'cache_dir', 'eval_batch_size', 'eval_every_steps', 'log_every_steps',
+                      'checkpoint_every_steps')  # These do not.
+# Fields that may change between the sessions of one run: none changes what is trained.
+NOT_COMPARED = frozenset(BOOKKEEPING_FIELDS + ('checkpoints_to_keep',))
+
+
+def recipe_config(model: str) -> ml_collections.ConfigDict:
+  """configs/<model>.py's config, or configs/default.py's with `model` set if there is no such file."""
+  if model not in models_lib.MODELS:
+    raise ConfigError(f'unknown model {model!r}; known models: {", ".join(sorted(models_lib.MODELS))}')
+  try:
+    module = importlib.import_module(f'configs.{model}')
+  except ModuleNotFoundError as e:
+    if e.name != f'configs.{model}':
+      raise
+    config = importlib.import_module('configs.default').get_config()
+    config.model = model
+    return config
+  return module.get_config()
+
+
+def _scaled(steps: int, scale: float) -> int:
+  return max(1, int(round(steps * scale)))
+
+
+def scale_schedule(config: ml_collections.ConfigDict, scale: float) -> None:
+  """Multiplies the run length and every step count in the schedule by `scale`, in place."""
+  if not scale > 0:
+    raise ConfigError(f'--steps_scale={scale} must be positive')
+  if config.num_train_steps <= 0:
+    raise ConfigError(f'{config.model}: --steps_scale needs num_train_steps, not num_epochs')
+  config.num_train_steps = _scaled(config.num_train_steps, scale)
+  if config.lr_boundaries_unit == 'steps':
+    config.lr_boundaries = tuple(_scaled(b, scale) for b in config.lr_boundaries)
+  elif config.lr_boundaries_unit == 'epochs':
+    config.lr_boundaries = tuple(b * scale for b in config.lr_boundaries)
+  # 'fraction' boundaries scale with the run by themselves.
+  for field in ('warmup_steps', 'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
+    if config[field] > 0:
+      config[field] = _scaled(config[field], scale)
+
+
+def run_config(model: str, seed: int = 0, steps_scale: float = 1.0, **overrides) -> ml_collections.ConfigDict:
+  """The config of one run: the model's recipe, scaled, with `seed` and the non-None overrides."""
+  config = recipe_config(model)
+  scale_schedule(config, steps_scale)
+  config.seed = seed
+  for field, value in overrides.items():
+    if value is None:
+      continue
+    if field not in config:
+      raise ConfigError(f'unknown config field {field!r}')
+    config[field] = value
+  return config
+
+
+def _as_json(config) -> Dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def check_same_run(directory: str, config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError if `directory` holds a run trained with a different config."""
+  saved = plot.read_config(directory)
+  if not saved:
+    return
+  mine = _as_json(config)
+  differences = [f'{k}: {saved.get(k)!r} there, {mine.get(k)!r} now'
+                 for k in sorted(set(saved) | set(mine)) if k not in NOT_COMPARED and saved.get(k) != mine.get(k)]
+  if differences:
+    raise ConfigError(f'{directory} holds a run with a different config ({"; ".join(differences[:3])}); '
+                      'use another --workdir, or the settings it was started with')
+
+
+def software_versions() -> Dict[str, str]:
+  versions = {'python': platform.python_version()}
+  for package in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'jax-cuda12-plugin',
+                  'jax-cuda13-plugin', 'libtpu'):
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  versions['platform'] = jax.devices()[0].platform
+  try:  # The runtime under JAX, e.g. the CUDA or TPU runtime version.
+    runtime = ' '.join(str(jax.devices()[0].client.platform_version).split())
+    if runtime and runtime != versions['platform']:
+      versions['runtime'] = runtime
+  except AttributeError:  # Not every backend exposes it; the versions above still identify the run.
+    pass
+  return versions
+
+
+def _write_json(path: str, value: Any) -> None:
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)  # Atomic: a crash leaves the old file or the new one, never half of one.
+
+
+def train_run(config: ml_collections.ConfigDict, directory: str) -> Dict[str, Any]:
+  """Trains or resumes one run in `directory`, adding this session's wall-clock time to timing.json."""
+  check_same_run(directory, config)
+  os.makedirs(directory, exist_ok=True)
+  is_main = jax.process_index() == 0
+  timing_path = os.path.join(directory, report.TIMING_FILE)
+  timing = report.read_json(timing_path) or {'sessions': []}
+  # Written before training with seconds=None: a session killed outright stays visible as unrecorded.
+  session = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+             'seconds': None, 'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+             'versions': software_versions()}
+  timing['sessions'].append(session)
+  if is_main:
+    _write_json(timing_path, timing)
+  start = time.perf_counter()
+  try:
+    return train.train_and_evaluate(config, directory)
+  finally:  # Also when interrupted: the time spent counts.
+    session['seconds'] = time.perf_counter() - start
+    if is_main:
+      _write_json(timing_path, timing)
+
+
+def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str]] = None, seeds: int = 3,
+              steps_scale: float = 1.0, overrides: Optional[Dict[str, Any]] = None,
+              output: Optional[str] = None, command: str = '') -> Dict[str, Any]:
+  """Trains every (model, seed) run not finished yet in `workdir`, then writes the report."""
+  if table not in report.TABLES:
+    raise ConfigError(f'unknown table {table!r}; known: {", ".join(report.TABLES)}')
+  if seeds < 1:
+    raise ConfigError(f'--seeds={seeds} must be at least 1')
+  if output and not output.endswith('.md'):
+    raise ConfigError(f'--output={output} must name a .md file (its figure goes beside it as .png)')
+  models = list(dict.fromkeys(models or report.TABLES[table].models))
+  overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+  unknown = set(overrides) - set(RECIPE_FIELDS + BOOKKEEPING_FIELDS)
+  if unknown:
+    raise ConfigError(f'cannot override {", ".join(sorted(unknown))} in a reproduction')
+
+  # Check everything before training anything.
+  jobs = [(model, seed) for seed in range(seeds) for model in models]
+  configs = {job: run_config(*job, steps_scale=steps_scale, **overrides) for job in jobs}
+  for (model, seed), config in configs.items():
+    config_lib.validate(config, jax.device_count())
+    check_same_run(report.run_dir(workdir, model, seed), config)
+  settings = {'table': table, 'steps_scale': steps_scale, 'dataset': configs[jobs[0]].dataset,
+              'recipe_overrides': {k: v for k, v in overrides.items() if k in RECIPE_FIELDS and k != 'dataset'}}
+  plan = report.read_plan(workdir)
+  if plan and plan.get('settings') != settings:
+    raise ConfigError(f'{workdir} was started with settings {json.dumps(plan.get("settings"))}, not '
+                      f'{json.dumps(settings)}; use another --workdir')
+  todo = [job for job, config in configs.items()
+          if not report.is_finished(report.run_dir(workdir, *job), config.num_train_steps)]
+  if todo:  # Fails on missing or unreadable data now, not at the first run (and caches the arrays).
+    data.load_dataset(configs[todo[0]])
+
+  plan = {'table': table, 'settings': settings,
+          'models': list(dict.fromkeys(plan.get('models', []) + models)),
+          'seeds': max(plan.get('seeds', 0), seeds),
+          'commands': plan.get('commands', []) + ([command] if command else [])}
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, report.PLAN_FILE), plan)
+
+  for i, ((model, seed), config) in enumerate(configs.items(), 1):
+    directory = report.run_dir(workdir, model, seed)
+    prefix = f'[{i}/{len(jobs)}] {model} seed {seed}'
+    if report.is_finished(directory, config.num_train_steps):
+      print(f'{prefix}: finished, skipped', flush=True)
+      continue
+    started = os.path.exists(os.path.join(directory, 'config.json'))
+    print(f'{prefix}: {"resuming" if started else "training"} in {directory}', flush=True)
+    summary = train_run(config, directory)
+    if summary.get('stopped'):  # SIGTERM/SIGINT: the run saved a checkpoint; stop the table too.
+      print(f'{prefix}: stopped by {summary["stopped"]}; run the same command to resume', flush=True)
+      break
+    if jax.process_index() == 0:
+      report.write_report(workdir, output)  # A partial table after every run.
+  result = report.write_report(workdir, output) if jax.process_index() == 0 else {}
+  print(f'report: {os.path.join(workdir, "report.md")}' + (f' and {output}' if output else ''), flush=True)
+  return result
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Only when run as a program, so modules that import this one can define their own."""
+  flags.DEFINE_enum('table', 'he2016', list(report.TABLES), 'The paper table to reproduce.')
+  flags.DEFINE_string('workdir', None, 'Where the runs (DIR/<model>/seed<k>) and the report go.')
+  flags.DEFINE_integer('seeds', 3, 'Runs per model, with seeds 0, 1, ...')
+  flags.DEFINE_list('models', None, 'Models to run (default: all of the table\'s), e.g. resnet20,resnet110.')
+  flags.DEFINE_float('steps_scale', 1.0, 'Multiplies the run length and the schedule\'s step counts; '
+                     'below 1 for smoke tests only.')
+  flags.DEFINE_string('output', None, 'Also write the report to this .md file (figure beside it as .png).')
+  flags.DEFINE_string('dataset', None, 'TFDS name or image_folder (default: the configs\' cifar10).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data dir, or the image folder (train/, test/).')
+  flags.DEFINE_string('cache_dir', None, 'Where decoded arrays are cached.')
+  flags.DEFINE_integer('batch_size', None, 'Changes the recipe\'s batch size of 128.')
+  flags.DEFINE_integer('num_val_examples', None, 'Changes the recipe\'s 5,000 validation images.')
+  flags.DEFINE_integer('eval_batch_size', None, 'Evaluation batch size.')
+  flags.DEFINE_integer('eval_every_steps', None, 'Default: the recipe\'s 2,000, times --steps_scale.')
+  flags.DEFINE_integer('log_every_steps', None, 'Default: the recipe\'s 100, times --steps_scale.')
+  flags.DEFINE_integer('checkpoint_every_steps', None, 'Default: the recipe\'s 2,000, times --steps_scale.')
+  flags.mark_flag_as_required('workdir')
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
+    sys.exit(2)
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Keep JAX's and Orbax's INFO lines out of the output.
+  overrides = {field: FLAGS[field].value for field in RECIPE_FIELDS + BOOKKEEPING_FIELDS}
+  # Training itself stops cleanly on SIGTERM; outside it (loading data, compiling) SIGTERM unwinds
+  # like Ctrl-C, so the session's time is recorded either way.
+  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+  command = ' '.join(['python -m jaxresnet.reproduce'] + [shlex.quote(a) for a in sys.argv[1:]])
+  with exit_on_user_error():
+    reproduce(FLAGS.workdir, FLAGS.table, FLAGS.models, FLAGS.seeds, FLAGS.steps_scale, overrides,
+              FLAGS.output, command)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,100 @@
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import run_module
+from jaxresnet import plot
+from jaxresnet.errors import DataError
+
+
+def write_run(workdir, model, seed=0, steps=(2, 4, 6), train_accuracy=(0.5, 0.7, 0.9),
+              test_error=(0.6, 0.4), eval_steps=(3, 6)):
+  """A workdir with the files a training run writes: config.json and metrics.jsonl."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump({'model': model, 'seed': seed}, f)
+  records = {s: {'step': s, 'train_loss': 1.0, 'train_accuracy': a} for s, a in zip(steps, train_accuracy)}
+  for s, e in zip(eval_steps, test_error):
+    records.setdefault(s, {'step': s}).update(test_error=e, test_accuracy=1 - e, val_error=e)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for s in sorted(records):
+      f.write(json.dumps(records[s]) + '\n')
+  return str(workdir)
+
+
+def test_load_curve_reads_train_error_and_eval_steps(tmp_path):
+  workdir = write_run(tmp_path / 'run', 'resnet20')
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write('{"step": 8, "train_acc')  # A line cut short by a crash is skipped.
+  curve = plot.load_curve(workdir)
+  assert curve.label == 'ResNet-20' and curve.model == 'resnet20'
+  np.testing.assert_allclose(curve.train_steps, [2, 4, 6])
+  np.testing.assert_allclose(curve.train_error, [0.5, 0.3, 0.1])
+  np.testing.assert_allclose(curve.test_steps, [3, 6])
+  np.testing.assert_allclose(curve.test_error, [0.6, 0.4])
+
+
+def test_mean_curve_averages_at_steps_every_run_logged(tmp_path):
+  a = plot.load_curve(write_run(tmp_path / 'a', 'plain20', train_accuracy=(0.5, 0.7, 0.9)))
+  b = plot.load_curve(write_run(tmp_path / 'b', 'plain20', steps=(2, 4), train_accuracy=(0.7, 0.9),
+                                test_error=(0.2, 0.2)))
+  mean = plot.mean_curve([a, b], 'Plain-20 (2 seeds)')
+  np.testing.assert_allclose(mean.train_steps, [2, 4])
+  np.testing.assert_allclose(mean.train_error, [0.4, 0.2])
+  np.testing.assert_allclose(mean.test_error, [0.4, 0.3])
+
+
+def test_draw_puts_plain_nets_left_and_resnets_right(tmp_path):
+  curves = [plot.load_curve(write_run(tmp_path / m, m)) for m in ('resnet20', 'plain20', 'plain56')]
+  fig = plot.draw(curves, str(tmp_path / 'fig.png'), dpi=50)
+  left, right = fig.axes
+  assert left.get_title() == 'plain networks' and right.get_title() == 'residual networks'
+  # Per run one dashed (train) and one solid (test) line.
+  assert [l.get_linestyle() for l in left.get_lines()] == ['--', '-', '--', '-']
+  assert [l.get_label() for l in right.get_lines() if l.get_linestyle() == '-'] == ['ResNet-20']
+  assert left.get_ylabel() == 'error (%)' and left.get_xlabel() == 'iterations'
+  np.testing.assert_allclose(left.get_lines()[1].get_ydata(), [60, 40])  # Percent.
+  with Image.open(tmp_path / 'fig.png') as image:
+    assert image.size == (int(plot.FIGSIZE[0] * 50), int(plot.FIGSIZE[1] * 50))
+
+
+def test_long_runs_are_drawn_in_units_of_1e4_iterations(tmp_path):
+  curve = plot.load_curve(write_run(tmp_path / 'r', 'resnet20', steps=(100, 64000), train_accuracy=(0.2, 0.99),
+                                    eval_steps=(2000, 64000), test_error=(0.5, 0.08)))
+  ax = plot.draw([curve], str(tmp_path / 'fig.png')).axes[0]
+  assert ax.get_xlabel() == 'iter. (1e4)'
+  np.testing.assert_allclose(ax.get_lines()[1].get_xdata(), [0.2, 6.4])
+  assert ax.get_ylim() == (0, 20)  # The paper's axis, as the final error fits in it.
+
+
+def test_plot_cli_draws_every_run_under_the_dirs_to_a_png_of_the_figure_size(tmp_path):
+  plain = write_run(tmp_path / 'plain20', 'plain20')
+  reproduction = tmp_path / 'reproduction'  # A reproduce workdir: runs one level further down.
+  write_run(reproduction / 'resnet20' / 'seed0', 'resnet20', seed=0)
+  write_run(reproduction / 'resnet20' / 'seed1', 'resnet20', seed=1)
+  output = tmp_path / 'out' / 'curves.png'
+  result = run_module('jaxresnet.plot', f'--workdir={plain}', str(reproduction), f'--output={output}',
+                      check=True)
+  assert str(output) in result.stdout
+  with Image.open(output) as image:
+    assert image.format == 'PNG'
+    assert image.size == (int(plot.FIGSIZE[0] * plot.DEFAULT_DPI), int(plot.FIGSIZE[1] * plot.DEFAULT_DPI))
+  assert plot.find_workdirs([plain, str(reproduction)]) == [
+      plain, str(reproduction / 'resnet20' / 'seed0'), str(reproduction / 'resnet20' / 'seed1')]
+
+
+def test_plot_cli_without_runs_is_one_error_line(tmp_path):
+  (tmp_path / 'empty').mkdir()
+  result = run_module('jaxresnet.plot', f'--workdir={tmp_path / "empty"}', f'--output={tmp_path / "x.png"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith('error: no training runs under')
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'x.png').exists()
+
+
+def test_find_workdirs_rejects_a_missing_dir(tmp_path):
+  with pytest.raises(DataError, match='is not a directory'):
+    plot.find_workdirs([str(tmp_path / 'nope')])

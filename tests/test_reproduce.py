@@ -1,0 +1,254 @@
+import json
+import os
+import signal
+import threading
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import run_module
+from jaxresnet import checkpoints
+from jaxresnet import report
+from jaxresnet import reproduce
+from jaxresnet.errors import ConfigError, DataError
+
+# Tiny runs on the conftest image folder (40 train, 8 val, 12 test images): 64000 * 0.0001 = 6 steps.
+TINY = dict(dataset='image_folder', batch_size=8, eval_batch_size=8, num_val_examples=8, eval_every_steps=3,
+            log_every_steps=2, checkpoint_every_steps=3)
+SCALE = 0.0001
+
+
+def tiny_flags(image_folder):
+  return [f'--{k}={v}' for k, v in TINY.items()] + [f'--data_dir={image_folder}', f'--steps_scale={SCALE}']
+
+
+def read_lines(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+# --------------------------------------------------------------------------
+# Configs.
+
+
+def test_run_config_is_the_config_file_with_seed_and_overrides():
+  config = reproduce.run_config('resnet110', seed=2, batch_size=64, data_dir=None)
+  assert (config.model, config.seed, config.batch_size) == ('resnet110', 2, 64)
+  assert (config.num_train_steps, tuple(config.lr_boundaries)) == (64000, (32000, 48000))
+  assert (config.warmup_steps, config.warmup, config.warmup_lr) == (400, 'constant', 0.01)  # The paper's.
+  assert reproduce.run_config('plain20').model == 'plain20'
+  # A zoo model without a config file gets configs/default.py's recipe.
+  assert reproduce.run_config('resnet8').to_dict() == {**reproduce.run_config('resnet20').to_dict(),
+                                                       'model': 'resnet8'}
+
+
+def test_steps_scale_shrinks_the_whole_schedule():
+  config = reproduce.run_config('resnet110', steps_scale=0.0005)
+  assert config.num_train_steps == 32
+  assert tuple(config.lr_boundaries) == (16, 24)
+  assert config.warmup_steps == 1  # 0.2 steps rounds up: a warm-up stays a warm-up.
+  assert (config.eval_every_steps, config.checkpoint_every_steps, config.log_every_steps) == (1, 1, 1)
+  assert reproduce.run_config('resnet20', steps_scale=0.5, eval_every_steps=7).eval_every_steps == 7
+
+
+@pytest.mark.parametrize('call,match', [
+    (lambda: reproduce.run_config('resnet21'), 'unknown model'),
+    (lambda: reproduce.run_config('resnet20', steps_scale=0), 'must be positive'),
+    (lambda: reproduce.run_config('resnet20', no_such_field=1), 'unknown config field'),
+])
+def test_bad_settings_are_config_errors(call, match):
+  with pytest.raises(ConfigError, match=match):
+    call()
+
+
+def test_a_run_dir_with_another_config_is_refused(tmp_path):
+  config = reproduce.run_config('resnet20')
+  os.makedirs(tmp_path / 'run')
+  with open(tmp_path / 'run' / 'config.json', 'w') as f:
+    f.write(config.to_json_best_effort())
+  changed = reproduce.run_config('resnet20', data_dir='/elsewhere', eval_every_steps=5)
+  reproduce.check_same_run(str(tmp_path / 'run'), changed)  # Paths and intervals may change.
+  changed.learning_rate = 0.2
+  with pytest.raises(ConfigError, match=r"learning_rate: 0\.1 there, 0\.2 now"):
+    reproduce.check_same_run(str(tmp_path / 'run'), changed)
+
+
+# --------------------------------------------------------------------------
+# End to end on tiny runs.
+
+
+def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_path):
+  workdir, output = tmp_path / 'he2016', tmp_path / 'results' / 'table.md'
+  args = [f'--workdir={workdir}', '--models=resnet8,plain8', '--seeds=1', f'--output={output}',
+          *tiny_flags(image_folder)]
+  first = run_module('jaxresnet.reproduce', *args, check=True)
+  assert '[1/2] resnet8 seed 0: training' in first.stdout
+  assert '[2/2] plain8 seed 0: training' in first.stdout
+  for model in ('resnet8', 'plain8'):
+    run = workdir / model / 'seed0'
+    results = json.load(open(run / 'results.json'))
+    assert results['step'] == 6 and results['model'] == model
+    sessions = json.load(open(run / 'timing.json'))['sessions']
+    assert len(sessions) == 1 and sessions[0]['seconds'] > 0 and sessions[0]['versions']['jax']
+
+  data = json.load(open(workdir / 'report.json'))
+  rows = {row['model']: row for row in data['models']}
+  assert list(rows)[:9] == list(report.TABLES['he2016'].models)  # The paper's rows, run or not.
+  assert rows['resnet20']['num_finished'] == 0 and rows['resnet20']['paper_test_error'] == 0.0875
+  resnet8 = rows['resnet8']
+  results = json.load(open(workdir / 'resnet8' / 'seed0' / 'results.json'))
+  assert resnet8['num_finished'] == 1 and resnet8['test_error_mean'] == results['test_error']
+  assert resnet8['test_error_std'] is None  # One seed has no spread.
+  assert (resnet8['num_params'], resnet8['macs']) == (results['num_params'], results['macs'])
+  assert resnet8['devices'] == [results['devices']]
+  assert data['settings'] == {'table': 'he2016', 'steps_scale': SCALE, 'dataset': 'image_folder',
+                              'recipe_overrides': {'batch_size': 8, 'num_val_examples': 8}}
+
+  markdown = (workdir / 'report.md').read_text()
+  assert '**Shortened schedule**' in markdown and '`batch_size=8`' in markdown
+  assert f'| ResNet-8 | {resnet8["num_params"] / 1e6:.2f}M | — | {resnet8["macs"] / 1e6:.2f}M | — |' in markdown
+  assert f'{100 * results["test_error"]:.2f} | 1/1 |' in markdown
+  assert '| ResNet-110 | — | 1.70M | — | 6.43 | not run |' in markdown
+  assert 'python -m jaxresnet.reproduce --workdir=' in markdown  # The command that made it.
+  with Image.open(workdir / 'figure6.png') as image:
+    assert image.size == (1200, 450)
+  # --output: the same report, with its figure beside it.
+  assert (tmp_path / 'results' / 'table.png').exists()
+  assert '![train and test error vs iterations](table.png)' in output.read_text()
+
+  metrics_before = (workdir / 'resnet8' / 'seed0' / 'metrics.jsonl').read_text()
+  second = run_module('jaxresnet.reproduce', *args, check=True)
+  assert '[1/2] resnet8 seed 0: finished, skipped' in second.stdout
+  assert '[2/2] plain8 seed 0: finished, skipped' in second.stdout
+  assert (workdir / 'resnet8' / 'seed0' / 'metrics.jsonl').read_text() == metrics_before
+  assert len(json.load(open(workdir / 'resnet8' / 'seed0' / 'timing.json'))['sessions']) == 1
+  assert len(json.load(open(workdir / 'reproduce.json'))['commands']) == 2
+
+  # Other settings in the same workdir are refused before anything runs.
+  other = run_module('jaxresnet.reproduce', *[a for a in args if not a.startswith('--steps_scale')],
+                     '--steps_scale=0.0002')
+  assert other.returncode == 1 and 'Traceback' not in other.stderr
+  assert other.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert 'use another --workdir' in other.stderr
+
+
+def test_a_stopped_run_ends_the_table_and_resumes_with_its_time_added_up(image_folder, tmp_path, monkeypatch):
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('signal handlers need the main thread')
+  workdir = str(tmp_path / 'he2016')
+  settings = dict(workdir=workdir, models=['resnet8'], steps_scale=SCALE, overrides={**TINY, 'data_dir': image_folder})
+  real_save = checkpoints.save
+
+  def save_then_sigterm(manager, state, metadata):  # As a scheduler would, while step 3 is saved.
+    real_save(manager, state, metadata)
+    monkeypatch.setattr(checkpoints, 'save', real_save)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(checkpoints, 'save', save_then_sigterm)
+  reproduce.reproduce(seeds=2, **settings)  # Stops at the next step, 4, with a checkpoint.
+  run = os.path.join(workdir, 'resnet8', 'seed0')
+  assert not os.path.exists(os.path.join(run, 'results.json'))
+  assert not os.path.exists(os.path.join(workdir, 'resnet8', 'seed1'))  # The table stopped too.
+  first_session = json.load(open(os.path.join(run, 'timing.json')))['sessions'][0]['seconds']
+  assert first_session > 0
+  row = report.collect(workdir)['models'][-1]
+  assert row['model'] == 'resnet8' and row['num_finished'] == 0
+  assert [(r['status'], r['step']) for r in row['runs']] == [('unfinished', 4), ('not started', None)]
+
+  reproduce.reproduce(seeds=1, **settings)
+  assert json.load(open(os.path.join(run, 'results.json')))['step'] == 6
+  assert [r['step'] for r in read_lines(os.path.join(run, 'metrics.jsonl'))] == [2, 3, 4, 6]
+  sessions = json.load(open(os.path.join(run, 'timing.json')))['sessions']
+  assert len(sessions) == 2 and sessions[0]['seconds'] == first_session
+  row = report.collect(workdir)['models'][-1]
+  assert row['num_finished'] == 1 and row['num_seeds'] == 2  # The plan still has 2 seeds.
+  assert row['wall_clock_seconds_mean'] == pytest.approx(sum(s['seconds'] for s in sessions))
+
+
+def test_a_session_that_fails_still_records_its_time(tmp_path):
+  config = reproduce.run_config('resnet8', dataset='image_folder', data_dir=str(tmp_path / 'missing'))
+  with pytest.raises(DataError, match='does not exist'):
+    reproduce.train_run(config, str(tmp_path / 'run'))
+  sessions = json.load(open(tmp_path / 'run' / report.TIMING_FILE))['sessions']
+  assert len(sessions) == 1 and sessions[0]['seconds'] >= 0 and sessions[0]['versions']['jax']
+
+
+# --------------------------------------------------------------------------
+# The report, on runs written by hand: what it computes and what it refuses to guess.
+
+
+def fake_run(workdir, model, seed, test_error=None, step=10, num_train_steps=10, seconds=(60.0,),
+             dataset='image_folder', class_names=report.CIFAR10_CLASSES):
+  """The files of a run: finished (results.json) when test_error is given, else unfinished."""
+  directory = report.run_dir(str(workdir), model, seed)
+  os.makedirs(directory)
+  with open(os.path.join(directory, 'config.json'), 'w') as f:
+    f.write(reproduce.run_config(model, seed, dataset=dataset, data_dir='/data/cifar10_jpeg').to_json_best_effort())
+  config = json.load(open(os.path.join(directory, 'config.json')))
+  config['num_train_steps'] = num_train_steps
+  json.dump(config, open(os.path.join(directory, 'config.json'), 'w'))
+  with open(os.path.join(directory, 'metrics.jsonl'), 'w') as f:
+    for s in range(1, step + 1):
+      f.write(json.dumps({'step': s, 'train_accuracy': 0.5, 'train_images_per_second': 1000.0 * s,
+                          **({'test_error': 0.5} if s % 5 == 0 else {})}) + '\n')
+  with open(os.path.join(directory, report.TIMING_FILE), 'w') as f:
+    json.dump({'sessions': [{'seconds': s, 'versions': {'jax': '0.0'}} for s in seconds]}, f)
+  if test_error is not None:
+    with open(os.path.join(directory, 'results.json'), 'w') as f:
+      json.dump({'step': step, 'test_error': test_error, 'val_error': test_error + 0.01, 'num_params': 269722,
+                 'macs': 40_550_000, 'devices': '1 x NVIDIA H100', 'class_names': class_names}, f)
+
+
+def test_report_means_finished_seeds_and_shows_the_rest_as_they_are(tmp_path):
+  fake_run(tmp_path, 'resnet20', 0, test_error=0.08)
+  fake_run(tmp_path, 'resnet20', 1, test_error=0.09, seconds=(100.0, None))  # A session killed outright.
+  fake_run(tmp_path, 'resnet20', 2, step=7)  # Unfinished: not averaged.
+  fake_run(tmp_path, 'resnet56', 0, test_error=0.07, step=8, num_train_steps=10)  # Stopped early.
+  fake_run(tmp_path, 'resnet110', 0, step=3)
+  with open(tmp_path / report.PLAN_FILE, 'w') as f:
+    json.dump({'table': 'he2016', 'seeds': 3, 'models': ['resnet20', 'resnet56', 'resnet110'],
+               'settings': {'steps_scale': 1.0}, 'commands': ['python -m jaxresnet.reproduce ...']}, f)
+  data = report.write_report(str(tmp_path))
+
+  rows = {row['model']: row for row in data['models']}
+  resnet20 = rows['resnet20']
+  assert (resnet20['num_finished'], resnet20['num_seeds']) == (2, 3)
+  assert resnet20['test_error_mean'] == pytest.approx(0.085)
+  assert resnet20['test_error_std'] == pytest.approx(np.std([0.08, 0.09], ddof=1))
+  assert resnet20['wall_clock_seconds_mean'] == pytest.approx(80.0)
+  assert resnet20['wall_clock_complete'] is False
+  assert [r['status'] for r in resnet20['runs']] == ['finished', 'finished', 'unfinished']
+  assert resnet20['runs'][2]['step'] == 7 and resnet20['runs'][2]['test_error'] is None
+  assert rows['resnet56']['num_finished'] == 0  # results.json before the last step does not count.
+  assert [r['status'] for r in rows['resnet110']['runs']] == ['unfinished', 'not started', 'not started']
+  assert data['dataset'] == 'CIFAR-10-JPEG'
+
+  markdown = (tmp_path / 'report.md').read_text()
+  assert '| ResNet-20 | 0.27M | 0.27M | 40.55M | 8.75 | 8.50 ± 0.71 | 2/3 | 9.50 ± 0.71 | ≥ 1.3 min |' in markdown
+  assert '| ResNet-56 | — | 0.85M | — | 6.97 | not run | 0/3 |' in markdown
+  assert '| ResNet-110 | — | 1.70M | — | 6.43 | not run | 0/3 |' in markdown
+  assert '| Plain-20 | — | — | — | 9.5* | not run | — |' in markdown
+  assert '| ResNet-20 | 2 | unfinished | 7/10 | — |' in markdown
+  assert '| ResNet-110 | 1 | not started | — |' in markdown
+  assert 'Shortened schedule' not in markdown
+  assert 'CIFAR-10-JPEG is CIFAR-10 stored as JPEG' in markdown
+  assert 'ResNet-110 warm-up: learning rate 0.01 (constant) for the first 400 iterations' in markdown
+  assert '![train and test error vs iterations](figure6.png)' in markdown
+  assert os.path.exists(tmp_path / 'figure6.png')
+
+
+def test_report_of_an_empty_workdir_says_so(tmp_path):
+  data = report.write_report(str(tmp_path))
+  assert data['figure'] is None and all(row['num_finished'] == 0 for row in data['models'])
+  markdown = (tmp_path / 'report.md').read_text()
+  assert 'no runs yet' in markdown and 'figure6.png' not in markdown
+
+
+def test_report_cli_names_tfds_cifar10_and_rejects_a_missing_dir(tmp_path):
+  fake_run(tmp_path, 'plain20', 0, test_error=0.1, dataset='cifar10')
+  result = run_module('jaxresnet.report', f'--workdir={tmp_path}', check=True)
+  assert 'report.md' in result.stdout
+  assert 'Dataset: **CIFAR-10 (TFDS)**' in (tmp_path / 'report.md').read_text()
+  missing = run_module('jaxresnet.report', f'--workdir={tmp_path / "nope"}')
+  assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith('error: ')
