@@ -12,6 +12,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_ARCHIVE = os.path.join(REPO, '..', 'shared', 'data', 'cifar10_jpeg.tar.gz')
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _shared_compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for the session (and its subprocesses and xdist workers).
+
+  Many tests start the CLI on the same model, so the same programs are compiled
+  again and again; on 2 CPU cores this cache halves their run time. It changes
+  nothing that is computed.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  cache = str(tmp_path_factory.getbasetemp().parent / 'xla_cache')
+  settings = {'JAX_COMPILATION_CACHE_DIR': cache, 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+              'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+  os.environ.update(settings)
+  jax.config.update('jax_compilation_cache_dir', cache)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  yield
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
   """Every test decodes into its own cache, so tests never see each other's arrays."""

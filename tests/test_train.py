@@ -101,7 +101,7 @@ def test_evaluate_cli_reports_the_checkpoint(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   summary = train.train_and_evaluate(tiny_config(image_folder), workdir)
   result = run_module('jaxresnet.evaluate', f'--workdir={workdir}', check=True)
-  assert f'test loss {summary["test_loss"]:.4f}' in result.stdout
+  assert f'loss {summary["test_loss"]:.4f}' in result.stdout
   assert f'error {100 * summary["test_error"]:.2f}%' in result.stdout
   for name in ('cat', 'dog', 'ship'):
     assert name in result.stdout
