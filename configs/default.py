@@ -19,6 +19,8 @@ def get_config():
   config.model = 'resnet20'
   config.shortcut = 'A'  # 'A': zero-padded identity (paper, CIFAR); 'B': 1x1 projection.
   config.half_precision = False  # bf16 compute; parameters and BN statistics stay fp32.
+  config.dropout = 0.0  # Dropout before the classifier (resnet18*, *_5m nets only).
+  config.squeeze_excitation = False  # Squeeze-excitation in every block (resnet18*, *_5m nets only).
 
   # Data.
   config.dataset = 'cifar10'  # a TFDS name ('cifar10', 'cifar100') or 'image_folder'.
@@ -30,12 +32,19 @@ def get_config():
 
   # Optimization.
   config.batch_size = 128  # global batch, split over all devices.
-  config.optimizer = 'sgd'  # 'sgd' only in the core; see jaxresnet/optim.py.
-  config.momentum = 0.9
-  config.nesterov = False
+  config.optimizer = 'sgd'  # 'sgd', 'adam', 'adamw', 'rmsprop' or 'adagrad'.
+  config.momentum = 0.9  # sgd only.
+  config.nesterov = False  # sgd only.
+  config.adam_b1 = 0.9  # adam and adamw.
+  config.adam_b2 = 0.999
+  config.rmsprop_decay = 0.9  # rmsprop: decay of the squared-gradient average.
   config.learning_rate = 0.1
-  config.weight_decay = 1e-4  # L2, added to the gradient as in the paper's SGD.
-  config.schedule = 'step'  # 'step' or 'cosine'.
+  config.weight_decay = 1e-4
+  # 'l2': weight_decay * params added to the gradient (the paper's SGD; equals L2
+  # in the loss); 'decoupled': added after the optimizer, scaled by the learning
+  # rate (AdamW, SGDW). adamw is always decoupled.
+  config.weight_decay_type = 'l2'
+  config.schedule = 'step'  # 'step', 'cosine' or 'constant'.
   config.lr_boundaries = (32000, 48000)  # 'step' schedule: where lr is divided ...
   config.lr_boundaries_unit = 'steps'  # ... counted in 'steps', 'epochs' or 'fraction' of training.
   config.lr_decay_factor = 0.1
@@ -53,6 +62,10 @@ def get_config():
   config.eval_batch_size = 1000
   config.checkpoint_every_steps = 2000  # 0 = only at the end.
   config.checkpoints_to_keep = 3
+
+  # What to do when the loss turns NaN/inf: False stops the run (the last good checkpoint stays);
+  # True drops such updates and counts them (skipped_updates in the log).
+  config.skip_nonfinite_updates = False
 
   config.seed = 0
   return config

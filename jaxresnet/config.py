@@ -4,7 +4,8 @@ from jaxresnet.errors import ConfigError
 
 CHOICES = {
     'shortcut': ('A', 'B'),
-    'optimizer': ('sgd',),
+    'optimizer': ('sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'),
+    'weight_decay_type': ('l2', 'decoupled'),
     'schedule': ('step', 'cosine', 'constant'),
     'lr_boundaries_unit': ('steps', 'epochs', 'fraction'),
     'warmup': ('linear', 'constant'),
@@ -41,6 +42,16 @@ def validate(config, num_devices: int = 1) -> None:
       raise ConfigError(f'config.{field}={config[field]} is not divisible by the {num_devices} devices')
   if config.warmup_steps and config.num_train_steps > 0 and config.warmup_steps >= config.num_train_steps:
     raise ConfigError(f'config.warmup_steps={config.warmup_steps} must be below num_train_steps')
+  for field in ('dropout', 'adam_b1', 'adam_b2', 'rmsprop_decay'):
+    if not 0 <= config[field] < 1:
+      raise ConfigError(f'config.{field}={config[field]!r} must be in [0, 1)')
+  fields = models.model_fields(config.model)
+  for config_field, value in (('dropout', config.dropout), ('squeeze_excitation', config.squeeze_excitation)):
+    if value and models.CONFIG_TO_MODEL_FIELD[config_field] not in fields:
+      having = sorted(m for m in models.MODELS
+                      if models.CONFIG_TO_MODEL_FIELD[config_field] in models.model_fields(m))
+      raise ConfigError(f'config.{config_field}={value!r} does not apply to model {config.model!r}; '
+                        f'models that have it: {", ".join(having)}')
   if config.schedule == 'step':
     bounds = list(config.lr_boundaries)
     if bounds != sorted(bounds) or any(not b > 0 for b in bounds):

@@ -260,3 +260,54 @@ def augment(rng: jax.Array, images: jnp.ndarray, pad: int = 4) -> jnp.ndarray:
 def describe(dataset: Dataset) -> str:
   return json.dumps({'train': len(dataset.train_labels), 'val': len(dataset.val_labels),
                      'test': len(dataset.test_labels), 'classes': dataset.num_classes})
+
+
+# --------------------------------------------------------------------------
+# Images from outside the training data: a user's own test folder, files to predict.
+
+
+def read_image_as(path: str, image_shape) -> Tuple[np.ndarray, Optional[str]]:
+  """An image as uint8 `image_shape` (H, W, 3) RGB, and what it was ('640x480 RGBA') if it had to change."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  height, width, channels = image_shape
+  if channels != 3:
+    raise DataError(f'the model takes {channels}-channel images; only RGB (3) files can be read')
+  try:
+    with Image.open(path) as image:  # Reads the header only.
+      size, mode = image.size, image.mode
+  except UnidentifiedImageError:
+    raise DataError(f'cannot read image {path}: not an image file Pillow can read') from None
+  except Exception as e:  # Missing file, permissions...
+    raise DataError(f'cannot read image {path}: {e}') from None
+  changed = None if (size == (width, height) and mode == 'RGB') else f'{size[0]}x{size[1]} {mode}'
+  return decode_image(path, (width, height)), changed
+
+
+def read_labelled_folder(root: str, class_names: List[str], image_shape):
+  """(images, labels, changes) of a test-style folder, root/<class>/* or root/test/<class>/*.
+
+  Labels are indices into `class_names` (the model's classes); the folder may
+  hold fewer classes, but none the model does not know. `changes` lists
+  (path, what it was) for each image resized or converted to `image_shape` RGB.
+  """
+  if not os.path.isdir(root):
+    raise DataError(f'image folder {root!r} does not exist')
+  if os.path.isdir(os.path.join(root, 'test')):
+    root = os.path.join(root, 'test')
+  names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith('.'))
+  if not names:
+    raise DataError(f'{root!r} holds no class folders (expected <class>/*.jpg or test/<class>/*.jpg)')
+  unknown = [n for n in names if n not in class_names]
+  if unknown:
+    raise DataError(f'{root!r} has class folders that are not classes of the model '
+                    f'({", ".join(class_names)}): {", ".join(unknown)}')
+  files = [(os.path.join(root, name, f), class_names.index(name)) for name in names
+           for f in sorted(os.listdir(os.path.join(root, name)))
+           if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+  if not files:
+    raise DataError(f'{root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+  with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    decoded = list(pool.map(lambda f: read_image_as(f[0], image_shape), files))
+  changes = [(path, changed) for (path, _), (_, changed) in zip(files, decoded) if changed]
+  return (np.stack([image for image, _ in decoded]), np.array([label for _, label in files], np.int32),
+          changes)

@@ -1,37 +1,64 @@
 """Evaluates the newest checkpoint of a run without retraining.
 
-    python -m jaxresnet.evaluate --workdir=DIR
+    python -m jaxresnet.evaluate --workdir=DIR [--data_dir=MY_IMAGES] [--output_dir=DIR]
 
-Prints test loss, accuracy, error and per-class accuracy, using the run's own
-config (WORKDIR/config.json) and the normalization stored in its checkpoint.
+Prints loss, accuracy, error and per-class accuracy on the run's test split,
+using the run's own config (WORKDIR/config.json) and the normalization stored
+in its checkpoint, and writes confusion_matrix.csv and confusion_matrix.png
+(rows: true class, columns: predicted) into --output_dir (default: the workdir).
+
+--data_dir evaluates on any other labelled image folder instead, a "custom
+test set": <class>/*.jpg or test/<class>/*.jpg, the class folders named as the
+run's classes (a subset is fine). Images of another size or mode are resized
+and converted, with a warning. The training data is not read.
 """
+import csv
+import functools
 import json
 import os
 import sys
+from typing import List
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
+import numpy as np
 
 from jaxresnet import checkpoints
 from jaxresnet import config as config_lib
 from jaxresnet import data
+from jaxresnet import models
+from jaxresnet import optim
 from jaxresnet import train
 from jaxresnet.errors import CheckpointError, exit_on_user_error
 
-flags.DEFINE_string('workdir', None, 'The training run\'s workdir (holding config.json and checkpoints/).')
-flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the newest).')
-flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
 
+def define_flags():
+  """The CLI's flags: defined only when run as a program, so other modules can import this one."""
+  flags.DEFINE_string('workdir', None, 'The training run\'s workdir (holding config.json and checkpoints/).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the newest).')
+  flags.DEFINE_string('data_dir', None, 'Evaluate on this image folder (<class>/*.jpg or test/<class>/*.jpg) '
+                      'instead of the run\'s test split.')
+  flags.DEFINE_string('output_dir', None, 'Where confusion_matrix.csv/.png go (default: the workdir).')
+  flags.mark_flag_as_required('workdir')
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json; fields added to configs/default.py since the run started get their defaults."""
+  from configs import default  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise CheckpointError(f'{workdir} is not a training workdir: it has no config.json')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  config = default.get_config().to_dict()
+  config.update(saved)
+  return ml_collections.ConfigDict(config)
 
 
 def restore_run(workdir: str, step=None):
@@ -53,20 +80,120 @@ def restore_run(workdir: str, step=None):
   return config, dataset, mesh, state
 
 
+def restore_model(workdir: str, step=None):
+  """(config, metadata, mesh, state) from the checkpoint alone, without reading any data.
+
+  The checkpoint's metadata gives the classes and image shape, its state the
+  normalization: enough to evaluate or predict on images from anywhere.
+  """
+  config = load_run_config(workdir)
+  config_lib.validate(config)
+  mesh = train.make_mesh()
+  manager = checkpoints.create_manager(workdir, read_only=True)
+  if manager.latest_step() is None:
+    raise CheckpointError(f'{checkpoints.checkpoint_dir(workdir)} holds no checkpoint')
+  if step is not None and step not in manager.all_steps():
+    raise CheckpointError(f'no checkpoint at step {step}; have {sorted(manager.all_steps())}')
+  step = manager.latest_step() if step is None else step
+  try:
+    metadata = checkpoints.read_metadata(manager, step)
+  except Exception as e:  # Orbax raises many kinds for a damaged checkpoint.
+    raise CheckpointError(f'cannot read checkpoint {step} in {manager.directory}: '
+                          f'{checkpoints.first_line(e)}') from None
+  image_shape = tuple(metadata['image_shape'])
+  model = models.from_config(config, num_classes=len(metadata['class_names']))
+  # Only the state's structure matters here: every value comes from the checkpoint.
+  tx = optim.create_optimizer(config, lambda count: config.learning_rate)
+  mean, std = data.input_statistics(np.zeros((1, *image_shape), np.uint8), config.normalization)
+  init = functools.partial(train.create_train_state, model, tx, jax.random.PRNGKey(config.seed),
+                           mean, std, image_shape)
+  state = jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+  state = checkpoints.restore(manager, state, step)
+  manager.close()
+  return config, metadata, mesh, state
+
+
+def write_confusion_matrix(confusion, class_names: List[str], output_dir: str, title: str = '') -> List[str]:
+  """Writes confusion_matrix.csv (counts) and .png (row-normalized colours, counts written in)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  confusion = np.asarray(confusion, np.int64)
+  os.makedirs(output_dir, exist_ok=True)
+  csv_path = os.path.join(output_dir, 'confusion_matrix.csv')
+  with open(csv_path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['true \\ predicted', *class_names])
+    for name, row in zip(class_names, confusion):
+      writer.writerow([name, *row.tolist()])
+
+  n = len(class_names)
+  rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+  size = max(4.0, 0.55 * n + 2.5)
+  fig, ax = plt.subplots(figsize=(size, size * 0.9))
+  image = ax.imshow(rates, cmap='Blues', vmin=0.0, vmax=1.0)
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label='fraction of the true class')
+  ticks = np.arange(n)
+  ax.set_xticks(ticks, class_names, rotation=45, ha='right')
+  ax.set_yticks(ticks, class_names)
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  if n <= 30:  # Beyond that the numbers no longer fit in the cells.
+    for i in range(n):
+      for j in range(n):
+        ax.text(j, i, str(confusion[i, j]), ha='center', va='center', fontsize=8,
+                color='white' if rates[i, j] > 0.5 else 'black')
+  if title:
+    ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  png_path = os.path.join(output_dir, 'confusion_matrix.png')
+  fig.savefig(png_path, dpi=120)
+  plt.close(fig)
+  return [csv_path, png_path]
+
+
+def warn_changed(changes, image_shape) -> None:
+  if changes:
+    path, was = changes[0]
+    print(f'warning: {len(changes)} image(s) were not {image_shape[1]}x{image_shape[0]} RGB and were '
+          f'resized/converted (e.g. {path}: {was})', file=sys.stderr, flush=True)
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
+    sys.exit(2)
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only restore.
   with exit_on_user_error():
-    config, dataset, mesh, state = restore_run(FLAGS.workdir, FLAGS.step)
-    split = train.EvalSet(mesh, dataset.test_images, dataset.test_labels, config.eval_batch_size)
+    if FLAGS.data_dir:
+      config, metadata, mesh, state = restore_model(FLAGS.workdir, FLAGS.step)
+      class_names = metadata['class_names']
+      images, labels, changes = data.read_labelled_folder(FLAGS.data_dir, class_names,
+                                                          metadata['image_shape'])
+      warn_changed(changes, metadata['image_shape'])
+      where = f'{FLAGS.data_dir} ({len(labels)} images)'
+    else:
+      config, dataset, mesh, state = restore_run(FLAGS.workdir, FLAGS.step)
+      class_names, images, labels = dataset.class_names, dataset.test_images, dataset.test_labels
+      where = 'test'
+    split = train.EvalSet(mesh, images, labels, config.eval_batch_size)
     result = train.evaluate(train.make_eval_fn(mesh, config.eval_batch_size), state, split)
   step = int(train.to_host(state.step))
-  print(f'{config.model} at step {step}: test loss {result["loss"]:.4f}  '
+  print(f'{config.model} at step {step} on {where}: loss {result["loss"]:.4f}  '
         f'accuracy {100 * result["accuracy"]:.2f}%  error {100 * (1 - result["accuracy"]):.2f}%')
-  width = max(len(c) for c in dataset.class_names)
-  for name, accuracy in zip(dataset.class_names, result['per_class_accuracy']):
-    print(f'  {name:<{width}}  {100 * accuracy:6.2f}%')
+  confusion = np.asarray(result['confusion_matrix'])
+  width = max(len(c) for c in class_names)
+  for name, accuracy, count in zip(class_names, result['per_class_accuracy'], confusion.sum(axis=1)):
+    print(f'  {name:<{width}}  ' + (f'{100 * accuracy:6.2f}%  (of {count})' if count else '    n/a  (no images)'))
+  paths = write_confusion_matrix(
+      confusion, class_names, FLAGS.output_dir or FLAGS.workdir,
+      title=f'{config.model}, step {step}, {os.path.basename(os.path.normpath(FLAGS.data_dir or "test"))}\n'
+            f'accuracy {100 * result["accuracy"]:.2f}% on {len(labels)} images')
+  print(f'wrote {" and ".join(paths)}')
   sys.stdout.flush()
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

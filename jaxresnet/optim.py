@@ -28,10 +28,31 @@ def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps:
   return optax.join_schedules([ramp, main], [warmup])
 
 
+def _direction(config) -> optax.GradientTransformation:
+  """What the optimizers differ in: the update direction before the learning rate scales it."""
+  if config.optimizer == 'sgd':
+    return optax.trace(decay=config.momentum, nesterov=config.nesterov) if config.momentum else optax.identity()
+  if config.optimizer in ('adam', 'adamw'):
+    return optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2)
+  if config.optimizer == 'rmsprop':
+    return optax.scale_by_rms(decay=config.rmsprop_decay)
+  if config.optimizer == 'adagrad':
+    return optax.scale_by_rss()
+  raise ConfigError(f'unknown optimizer {config.optimizer!r}; known: sgd, adam, adamw, rmsprop, adagrad')
+
+
 def create_optimizer(config, learning_rate: optax.Schedule) -> optax.GradientTransformation:
-  """SGD with momentum; weight decay is L2 added to the gradient, as in the paper."""
-  if config.optimizer != 'sgd':
-    raise ConfigError(f'unknown optimizer {config.optimizer!r}; known: sgd')
-  return optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov))
+  """The config's optimizer, with its weight decay.
+
+  'l2' (default) adds weight_decay * params to the gradient before the optimizer,
+  as the paper's SGD and PyTorch's `weight_decay` argument do. 'decoupled' adds it
+  after the optimizer's direction, so it is only scaled by the learning rate:
+  AdamW (Loshchilov & Hutter 2019), or SGDW for sgd. adamw is always decoupled.
+  The same structure as optax.sgd/optax.adamw, so results match them exactly.
+  """
+  direction = _direction(config)
+  if config.optimizer == 'adamw' or config.weight_decay_type == 'decoupled':
+    return optax.chain(direction, optax.add_decayed_weights(config.weight_decay),
+                       optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(optax.add_decayed_weights(config.weight_decay),
+                     optax.chain(direction, optax.scale_by_learning_rate(learning_rate)))

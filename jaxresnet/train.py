@@ -45,7 +45,7 @@ def create_train_state(model, tx, rng, input_mean, input_std, image_shape) -> Tr
   init_rng, augment_rng = jax.random.split(rng)
   variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                           batch_stats=variables['batch_stats'], rng=augment_rng,
+                           batch_stats=variables.get('batch_stats', {}), rng=augment_rng,
                            input_mean=jnp.asarray(input_mean, jnp.float32),
                            input_std=jnp.asarray(input_std, jnp.float32))
 
@@ -71,7 +71,7 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
     logits, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
                                      images, train=True, mutable=['batch_stats'],
                                      rngs={'dropout': step_rngs(state)[1]})
-    return cross_entropy_loss(logits, labels), (logits, updates['batch_stats'])
+    return cross_entropy_loss(logits, labels), (logits, updates.get('batch_stats', {}))  # none without BatchNorm
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)

@@ -3,6 +3,7 @@
     model = get_model('resnet56', num_classes=10, shortcut='A')
     variables = model.init(jax.random.key(0), images, train=False)  # NHWC float
 """
+import dataclasses
 import functools
 from typing import Any, Callable, Dict
 
@@ -12,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxresnet.errors import ConfigError
+from jaxresnet.models import cnn
+from jaxresnet.models import resnet_stages
 from jaxresnet.models.cifar_resnet import CifarResNet
 
 
@@ -28,6 +31,34 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def _stages(stage_sizes, widths, block=resnet_stages.BasicBlock) -> Callable[..., nn.Module]:
+  return functools.partial(resnet_stages.StagesResNet, stage_sizes=stage_sizes, widths=widths, block=block)
+
+
+# Four-stage "ImageNet-style" ResNets for CIFAR (kuangliu/pytorch-cifar layout,
+# projection shortcuts). The ResNet-18 family keeps the 64-128-256-512 widths;
+# the *_5m nets narrow them to stay under 5M parameters (widths chosen to land
+# within 0.2% of one project's counts: 4,196,906 / 4,348,082 / 4,815,794).
+MODELS.update({
+    'resnet18_1111': _stages((1, 1, 1, 1), (64, 128, 256, 512)),
+    'resnet18': _stages((2, 2, 2, 2), (64, 128, 256, 512)),
+    'resnet18_3333': _stages((3, 3, 3, 3), (64, 128, 256, 512)),
+    'resnet26_5m': _stages((3, 3, 3, 3), (64, 80, 144, 224)),
+    'resnet34_5m': _stages((3, 4, 6, 3), (64, 96, 96, 224)),
+    'resnet50_5m': _stages((3, 4, 6, 3), (64, 64, 80, 256), block=resnet_stages.Bottleneck),
+    # Plain CNN baselines.
+    'cnn_small': cnn.SmallCNN,
+    'cnn_deep': cnn.DeepCNN,
+})
+
+
+def model_fields(name: str) -> frozenset:
+  """The fields of model `name` that a config may set (e.g. 'shortcut', 'dropout_rate')."""
+  factory = MODELS[name]
+  module = factory.func if isinstance(factory, functools.partial) else factory
+  return frozenset(f.name for f in dataclasses.fields(module))
+
+
 def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
   """Returns the Flax module called `name`; kwargs set its other fields."""
   if name not in MODELS:
@@ -35,11 +66,20 @@ def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 
+# Config field -> model field, for the models that have that field.
+CONFIG_TO_MODEL_FIELD = {'shortcut': 'shortcut', 'dropout': 'dropout_rate',
+                         'squeeze_excitation': 'squeeze_excitation'}
+
+
 def from_config(config, num_classes: int = 10) -> nn.Module:
-  """Returns the module a config describes (`model`, `shortcut`, `half_precision`)."""
+  """Returns the module a config describes (`model`, `half_precision` and CONFIG_TO_MODEL_FIELD)."""
   kwargs = {'dtype': jnp.bfloat16 if config.half_precision else jnp.float32}
-  if config.model.startswith(('resnet', 'plain')) and config.model in MODELS:
-    kwargs['shortcut'] = config.shortcut
+  if config.model in MODELS:
+    fields = model_fields(config.model)
+    for config_field, model_field in CONFIG_TO_MODEL_FIELD.items():
+      # `in config`: a workdir's config.json from before a field existed still loads.
+      if model_field in fields and config_field in config:
+        kwargs[model_field] = config[config_field]
   return get_model(config.model, num_classes=num_classes, **kwargs)
 
 

@@ -1,0 +1,25 @@
+"""ResNet-18 with one BasicBlock per stage ("ResNet-10"; 4,903,242 parameters) on CIFAR-10.
+
+The four-stage ImageNet-style layout of kuangliu/pytorch-cifar (3x3 stem, no
+max-pool, widths 64-128-256-512, projection shortcuts), with the recipe one
+project reported at about 91% test accuracy: Adam at a constant lr 0.01,
+dropout 0.1 before the classifier, batch 64, 200 epochs. Not reproduced here.
+
+    python -m jaxresnet.main --config=configs/resnet18_1111.py --workdir=/tmp/resnet18_1111
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model = 'resnet18_1111'
+  config.dropout = 0.1
+  config.optimizer = 'adam'
+  config.learning_rate = 0.01
+  config.schedule = 'constant'
+  config.weight_decay = 0.0
+  config.batch_size = 64
+  config.num_train_steps = -1  # Length in epochs:
+  config.num_epochs = 200
+  config.normalization = 'channel_mean_std'  # Per-channel mean/std, as torchvision's Normalize.
+  return config

@@ -1,0 +1,98 @@
+"""Smoke tests of the benchmarks suite: a few steps, the files it writes, no speed thresholds.
+
+They run with or without torch (CI installs only .[test]): without it the suite
+must still time jaxresnet and say plainly how to get the PyTorch reference.
+"""
+import importlib.util
+import json
+import os
+
+from conftest import REPO, run_module, write_image_folder
+
+HAVE_TORCH = importlib.util.find_spec('torch') is not None
+INSTALL_HINT = "pip install -e '.[bench]'"
+
+
+def _timing_ok(summary, windows):
+  assert summary['images_per_second'] > 0
+  assert summary['min'] <= summary['images_per_second'] <= summary['max']
+  assert len(summary['windows']) == windows
+
+
+def test_throughput_writes_results_json_and_readme_table(tmp_path):
+  folder = write_image_folder(tmp_path / 'images', train_per_class=8, test_per_class=2)
+  out, readme = tmp_path / 'results', tmp_path / 'README.md'
+  repo_results = os.path.join(REPO, 'benchmarks', 'results', 'cpu.json')
+  before = os.path.getmtime(repo_results) if os.path.exists(repo_results) else None
+  result = run_module('benchmarks.throughput', '--models=resnet20', '--batch_size=8', '--steps=2',
+                      '--warmup=1', '--repeats=2', '--eval_batches=1', f'--out_dir={out}',
+                      f'--readme={readme}', f'--data_dir={folder}', '--num_val_examples=8',
+                      '--epoch_steps=2', check=True)
+
+  r = json.loads((out / 'cpu.json').read_text())
+  assert r['device']['name'] == 'cpu' and r['device']['host_cores'] >= 1
+  assert r['command'].startswith('python -m benchmarks.throughput --models=resnet20')
+  assert {'python', 'jax', 'jaxlib', 'flax', 'torch'} <= set(r['versions'])
+  assert r['settings']['batch_size'] == 8 and r['settings']['steps'] == 2
+  m = r['models']['resnet20']
+  j = m['jax']
+  assert j['params'] == 269_722
+  for variant in ('train', 'train_step_only', 'eval'):
+    _timing_ok(j[variant], windows=2)
+  assert j['compile_seconds']['train'] > 0 and j['compile_seconds']['eval'] > 0
+  assert j['executable_bytes']['train'] > 0
+  assert m['tflops']['jax_train'] > 0
+  if HAVE_TORCH:
+    t = m['torch']
+    assert t['params'] == 269_722  # The reference has exactly jaxresnet's parameters.
+    _timing_ok(t['variants']['eager']['train'], windows=2)
+    _timing_ok(t['variants']['eager']['eval'], windows=2)
+    ratio = m['ratios']['train_vs_torch_eager']
+    assert ratio == j['train']['images_per_second'] / t['variants']['eager']['train']['images_per_second']
+    assert len(m['ratios']['train_vs_torch_eager_per_window']) == 2
+  else:
+    assert INSTALL_HINT in m['torch']['skipped'] and INSTALL_HINT in result.stdout
+    assert m['ratios'] == {}
+
+  # End to end on the folder: 24 - 8 validation images = 2 steps of 8, timed whole.
+  e = r['end_to_end']
+  assert e['steps_per_epoch'] == 2 and e['timed_steps'] == 2 and not e['extrapolated']
+  assert e['jax']['seconds_per_epoch'] > 0
+  assert ('seconds_per_epoch' in e['torch']) == HAVE_TORCH
+
+  # The README table is rendered from the JSON, and re-rendering replaces it in place.
+  text = readme.read_text()
+  assert '| resnet20 | 269,722 / ' in text and r['command'] in text
+  assert f'{j["train"]["images_per_second"]:,.0f} (' in text
+  run_module('benchmarks.report', f'--readme={readme}', f'--results_dir={out}', check=True)
+  assert readme.read_text() == text
+  # The run wrote only where it was told to.
+  after = os.path.getmtime(repo_results) if os.path.exists(repo_results) else None
+  assert after == before
+
+
+def test_missing_torch_is_reported_in_one_clear_line(tmp_path):
+  # A `torch` that fails to import stands in for an environment without torch.
+  shim = tmp_path / 'shim' / 'torch'
+  shim.mkdir(parents=True)
+  (shim / '__init__.py').write_text("raise ImportError(\"No module named 'torch'\")\n")
+  pythonpath = os.pathsep.join(filter(None, [str(shim.parent), os.environ.get('PYTHONPATH')]))
+  out = tmp_path / 'results'
+  result = run_module('benchmarks.throughput', '--models=resnet8', '--batch_size=4', '--steps=1',
+                      '--warmup=1', '--repeats=1', '--eval_batches=1', f'--out_dir={out}', '--readme=',
+                      '--epoch_model=', env={'PYTHONPATH': pythonpath}, check=True)
+  notes = [line for line in result.stdout.splitlines() if 'torch' in line and 'not installed' in line]
+  assert notes == [f'note: torch is not installed, so the PyTorch reference is skipped; '
+                   f'install it with: {INSTALL_HINT}']
+  r = json.loads((out / 'cpu.json').read_text())
+  assert r['versions']['torch'] is None and r['torch_variants'] == []
+  assert INSTALL_HINT in r['models']['resnet8']['torch']['skipped']
+  assert r['models']['resnet8']['jax']['train']['images_per_second'] > 0
+
+
+def test_bad_flag_is_one_error_line(tmp_path):
+  result = run_module('benchmarks.throughput', '--models=resnet8', '--compare_compiler_options=[1]',
+                      f'--out_dir={tmp_path}', '--readme=')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith('error: --compare_compiler_options must be')
+  assert 'Traceback' not in result.stderr

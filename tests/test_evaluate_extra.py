@@ -1,0 +1,92 @@
+"""evaluate: the confusion matrix files, a user's own test folder, and restoring without the data."""
+import csv
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from jaxresnet import data, evaluate, train
+from jaxresnet.errors import DataError
+from conftest import run_module, tiny_config, write_image_folder
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  root = tmp_path_factory.mktemp('evaluate')
+  folder = write_image_folder(root / 'images')
+  workdir = str(root / 'run')
+  summary = train.train_and_evaluate(tiny_config(folder, num_train_steps=3, cache_dir=str(root / 'cache')),
+                                     workdir)
+  return workdir, folder, summary, root
+
+
+def read_csv(path):
+  with open(path) as f:
+    rows = list(csv.reader(f))
+  return rows[0], {row[0]: [int(x) for x in row[1:]] for row in rows[1:]}
+
+
+def test_evaluate_writes_the_confusion_matrix(run):
+  workdir, _, summary, _ = run
+  result = run_module('jaxresnet.evaluate', f'--workdir={workdir}', check=True)
+  assert f'accuracy {100 * summary["test_accuracy"]:.2f}%' in result.stdout
+  header, rows = read_csv(os.path.join(workdir, 'confusion_matrix.csv'))
+  assert header == ['true \\ predicted', 'cat', 'dog', 'ship']
+  matrix = np.array([rows[c] for c in ('cat', 'dog', 'ship')])
+  assert matrix.sum(axis=1).tolist() == [4, 4, 4]  # Four test images per class.
+  assert np.trace(matrix) / 12 == pytest.approx(summary['test_accuracy'])
+  with open(os.path.join(workdir, 'confusion_matrix.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_evaluate_on_my_own_folder(run):
+  workdir, folder, _, root = run
+  custom = root / 'custom'  # Flat <class>/* layout, two of the three classes, odd sizes and modes.
+  for name in ('cat', 'ship'):
+    shutil.copytree(os.path.join(folder, 'test', name), custom / name)
+  Image.fromarray(np.full((48, 40), 128, np.uint8)).save(custom / 'cat' / 'gray.png')  # Grayscale, 40x48.
+  out = root / 'custom_report'
+  result = run_module('jaxresnet.evaluate', f'--workdir={workdir}', f'--data_dir={custom}',
+                      f'--output_dir={out}', check=True)
+  assert f'on {custom} (9 images)' in result.stdout
+  assert 'dog' in result.stdout and 'n/a  (no images)' in result.stdout
+  assert [l for l in result.stderr.splitlines() if l.startswith('warning:')] == [
+      f'warning: 1 image(s) were not 32x32 RGB and were resized/converted (e.g. {custom}/cat/gray.png: 40x48 L)']
+  _, rows = read_csv(out / 'confusion_matrix.csv')
+  assert [sum(rows[c]) for c in ('cat', 'dog', 'ship')] == [5, 0, 4]
+  assert (out / 'confusion_matrix.png').exists()
+
+
+def test_custom_folder_errors(run):
+  workdir, folder, _, root = run
+  with pytest.raises(DataError, match="has class folders that are not classes of the model .*: horse"):
+    os.makedirs(root / 'zoo' / 'horse')
+    data.read_labelled_folder(str(root / 'zoo'), ['cat', 'dog', 'ship'], (32, 32, 3))
+  # test/ is used when the folder has one; labels follow the model's class order.
+  images, labels, changes = data.read_labelled_folder(folder, ['ship', 'dog', 'cat'], (32, 32, 3))
+  assert images.shape == (12, 32, 32, 3) and sorted(np.bincount(labels).tolist()) == [4, 4, 4]
+  assert labels[0] == 2 and not changes  # The cat folder comes first; cat is class 2 of this model.
+  result = run_module('jaxresnet.evaluate', f'--workdir={workdir}', f'--data_dir={root / "missing"}')
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
+      f"error: image folder '{root / 'missing'}' does not exist"
+
+
+def test_restore_model_needs_no_data_and_loads_old_configs(run):
+  workdir, _, _, root = run
+  _, _, _, full = evaluate.restore_run(workdir)
+  moved = str(root / 'run_copy')
+  shutil.copytree(workdir, moved)
+  config_path = os.path.join(moved, 'config.json')
+  saved = json.load(open(config_path))
+  saved['data_dir'] = str(root / 'gone')  # No data anywhere,
+  for field in ('dropout', 'squeeze_excitation', 'weight_decay_type', 'adam_b1'):  # and an older config.
+    del saved[field]
+  json.dump(saved, open(config_path, 'w'))
+  config, metadata, _, state = evaluate.restore_model(moved)
+  assert metadata['class_names'] == ['cat', 'dog', 'ship'] and config.weight_decay_type == 'l2'
+  for a, b in zip(jax.tree_util.tree_leaves(train.to_host(full)), jax.tree_util.tree_leaves(train.to_host(state))):
+    np.testing.assert_array_equal(a, b)
