@@ -1,4 +1,6 @@
 """Checks a resolved config before any work, and derives the run length."""
+import math
+
 from jaxresnet import models
 from jaxresnet.errors import ConfigError
 
@@ -31,6 +33,8 @@ def validate(config, num_devices: int = 1) -> None:
   for field in non_negative:
     if not config[field] >= 0:  # `not >=` also catches NaN.
       raise ConfigError(f'config.{field}={config[field]!r} must not be negative')
+    if not math.isfinite(config[field]):
+      raise ConfigError(f'config.{field}={config[field]!r} must be finite')
   if config.num_train_steps == -1:
     if not config.num_epochs > 0:
       raise ConfigError('config.num_train_steps=-1 derives the run length from config.num_epochs, '

@@ -43,6 +43,7 @@ def test_paper_recipe_in_default():
     ('shortcut', 'C', "config.shortcut='C' is not one of A, B"),
     ('learning_rate', -0.1, 'config.learning_rate=-0.1 must not be negative'),
     ('learning_rate', float('nan'), 'config.learning_rate=nan must not be negative'),
+    ('learning_rate', float('inf'), 'config.learning_rate=inf must be finite'),
     ('batch_size', 0, 'config.batch_size=0 must be positive'),
     ('num_train_steps', 0, 'must be positive, or -1 to use num_epochs'),
     ('schedule', 'linear', "config.schedule='linear' is not one of"),
