@@ -4,6 +4,7 @@ Config fields can be overridden: `--config.num_train_steps=200 --config.model=pl
 For several hosts, launch one process per host with --coordinator_address,
 --num_processes and --process_id (or --distributed where JAX detects them itself).
 """
+import ast
 import sys
 
 from absl import app
@@ -35,7 +36,14 @@ def parse_flags(argv, flag_values=FLAGS):
   except flags.Error as e:
     message = str(e).splitlines()[0]
   except (AttributeError, KeyError) as e:  # An override of a field the config does not have.
-    message = f'unknown config field {str(e).splitlines()[0].strip(chr(34))}; see configs/default.py'
+    text = str(e.args[0]) if e.args else str(e)
+    try:  # ml_collections may wrap the repr of an inner KeyError's message.
+      text = str(ast.literal_eval(text))
+    except (ValueError, SyntaxError):
+      pass
+    lines = text.splitlines() or ['?']
+    suggestion = next((f'; {l[0].lower()}{l[1:]}' for l in lines[1:] if l.startswith('Did you mean')), '')
+    message = f"unknown config field '{lines[0].strip(chr(39) + chr(34))}'{suggestion} (see configs/default.py)"
   except Exception as e:  # A config file that is missing or fails to run.
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     message = f'cannot load the config file: {lines[-1] if lines else type(e).__name__}'
