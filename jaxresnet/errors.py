@@ -27,3 +27,10 @@ def exit_on_user_error():
   except JaxresnetError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def exit_on_extra_arguments(argv) -> None:
+  """For commands that take only flags: stray words are one line and exit status 2."""
+  if len(argv) > 1:
+    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
+    sys.exit(2)

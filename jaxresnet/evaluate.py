@@ -33,7 +33,7 @@ from jaxresnet import data
 from jaxresnet import models
 from jaxresnet import optim
 from jaxresnet import train
-from jaxresnet.errors import CheckpointError, exit_on_user_error
+from jaxresnet.errors import CheckpointError, exit_on_extra_arguments, exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -59,25 +59,6 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   config = default.get_config().to_dict()
   config.update(saved)
   return ml_collections.ConfigDict(config)
-
-
-def restore_run(workdir: str, step=None):
-  """(config, dataset, mesh, state) of a finished or running run's checkpoint."""
-  config = load_run_config(workdir)
-  mesh = train.make_mesh()
-  config_lib.validate(config)
-  dataset = data.load_dataset(config)
-  total_steps = config_lib.num_train_steps(config, len(dataset.train_labels))
-  _, state, _ = train.build(config, dataset, mesh, total_steps)
-  manager = checkpoints.create_manager(workdir, read_only=True)
-  if manager.latest_step() is None:
-    raise CheckpointError(f'{checkpoints.checkpoint_dir(workdir)} holds no checkpoint')
-  if step is not None and step not in manager.all_steps():
-    raise CheckpointError(f'no checkpoint at step {step}; have {sorted(manager.all_steps())}')
-  state = train.restore_checkpoint(manager, state, config, dataset) if step is None else \
-      checkpoints.restore(manager, state, step)
-  manager.close()
-  return config, dataset, mesh, state
 
 
 def restore_model(workdir: str, step=None):
@@ -111,6 +92,16 @@ def restore_model(workdir: str, step=None):
   state = checkpoints.restore(manager, state, step)
   manager.close()
   return config, metadata, mesh, state
+
+
+def restore_run(workdir: str, step=None):
+  """(config, dataset, mesh, state): the checkpoint (see restore_model) and the run's dataset."""
+  config, metadata, mesh, state = restore_model(workdir, step)
+  dataset = data.load_dataset(config)
+  if dataset.class_names != metadata['class_names']:
+    raise CheckpointError(f'the run\'s data now has classes {dataset.class_names}, but its checkpoint was '
+                          f'trained on {metadata["class_names"]}')
+  return config, dataset, mesh, state
 
 
 def write_confusion_matrix(confusion, class_names: List[str], output_dir: str, title: str = '') -> List[str]:
@@ -160,9 +151,7 @@ def warn_changed(changes, image_shape) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
+  exit_on_extra_arguments(argv)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only restore.
   with exit_on_user_error():

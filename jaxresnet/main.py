@@ -14,7 +14,7 @@ import jax
 from ml_collections import config_flags
 
 from jaxresnet import train
-from jaxresnet.errors import ConfigError, exit_on_user_error
+from jaxresnet.errors import ConfigError, exit_on_extra_arguments, exit_on_user_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and logs go.')
@@ -60,9 +60,7 @@ def parse_flags_or_exit(argv):
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
+  exit_on_extra_arguments(argv)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Keep JAX's start-up INFO lines out of the run's output.
   if FLAGS.coordinator_address or FLAGS.distributed:

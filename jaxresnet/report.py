@@ -25,7 +25,7 @@ from absl import flags
 import numpy as np
 
 from jaxresnet import plot
-from jaxresnet.errors import DataError, exit_on_user_error
+from jaxresnet.errors import DataError, exit_on_extra_arguments, exit_on_user_error
 
 PLAN_FILE = 'reproduce.json'  # DIR/: the reproduce commands and their settings.
 TIMING_FILE = 'timing.json'  # DIR/<model>/seed<k>/: wall-clock time of each training session.
@@ -381,9 +381,7 @@ def define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
+  exit_on_extra_arguments(argv)
   with exit_on_user_error():
     write_report(FLAGS.workdir, FLAGS.output, FLAGS.table)
   print(f'wrote {os.path.join(FLAGS.workdir, "report.md")}' + (f' and {FLAGS.output}' if FLAGS.output else ''))

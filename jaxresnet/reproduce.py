@@ -44,7 +44,7 @@ from jaxresnet import models as models_lib
 from jaxresnet import plot
 from jaxresnet import report
 from jaxresnet import train
-from jaxresnet.errors import ConfigError, exit_on_user_error
+from jaxresnet.errors import ConfigError, exit_on_extra_arguments, exit_on_user_error
 
 RECIPE_FIELDS = ('dataset', 'batch_size', 'num_val_examples')  # Overriding these changes the results.
 BOOKKEEPING_FIELDS = ('data_dir', 'cache_dir', 'eval_batch_size', 'eval_every_steps', 'log_every_steps',
@@ -253,9 +253,7 @@ def define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
+  exit_on_extra_arguments(argv)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Keep JAX's and Orbax's INFO lines out of the output.
   overrides = {field: FLAGS[field].value for field in RECIPE_FIELDS + BOOKKEEPING_FIELDS}

@@ -11,10 +11,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
-from absl import logging
-import flax
 from flax.training import train_state
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P

@@ -23,6 +23,18 @@ ModuleDef = Any
 kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
+def conv_and_norm(train: bool, dtype: Any):
+  """The ResNets' layer partials: bias-free 'SAME' Kaiming-normal convs, and BatchNorm.
+
+  Under jit over a sharded batch the batch mean is a global mean, so the
+  statistics are synced across devices without an axis_name.
+  """
+  conv = functools.partial(nn.Conv, use_bias=False, padding='SAME', kernel_init=kaiming_normal, dtype=dtype)
+  norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                           dtype=dtype)
+  return conv, norm
+
+
 def shortcut_option_a(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
   """Parameter-free shortcut: subsample spatially, zero-pad the new channels."""
   if strides > 1:
@@ -75,12 +87,7 @@ class CifarResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    conv = functools.partial(nn.Conv, use_bias=False, padding='SAME',
-                             kernel_init=kaiming_normal, dtype=self.dtype)
-    # Under jit over a sharded batch the batch mean is a global mean, so the
-    # statistics are synced across devices without an axis_name.
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    conv, norm = conv_and_norm(train, self.dtype)
     block = functools.partial(BasicBlock, conv=conv, norm=norm,
                               shortcut=self.shortcut if self.residual else 'none')
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxresnet.models.cifar_resnet import kaiming_normal
+from jaxresnet.models.cifar_resnet import conv_and_norm, kaiming_normal
 
 ModuleDef = Any
 
@@ -95,10 +95,7 @@ class StagesResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    conv = functools.partial(nn.Conv, use_bias=False, padding='SAME',
-                             kernel_init=kaiming_normal, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    conv, norm = conv_and_norm(train, self.dtype)
     gate = functools.partial(SqueezeExcitation, dtype=self.dtype) if self.squeeze_excitation else None
     block = functools.partial(self.block, conv=conv, norm=norm, gate=gate)
 
