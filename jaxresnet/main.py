@@ -7,6 +7,11 @@ For several hosts, launch one process per host with --coordinator_address,
 import ast
 import sys
 
+from jaxresnet import host_memory
+
+# Before anything starts JAX's threads: see host_memory.
+host_memory.keep_freed_memory()
+
 from absl import app
 from absl import flags
 from absl import logging

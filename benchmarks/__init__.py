@@ -1,0 +1,1 @@
+"""Throughput benchmarks: jaxresnet against a PyTorch reference (see benchmarks/README.md)."""
