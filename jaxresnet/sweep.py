@@ -18,7 +18,6 @@ accuracies out as a table of one field against the other.
 import ast
 import csv
 import itertools
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -30,6 +29,7 @@ import ml_collections
 
 from jaxresnet import config as config_lib
 from jaxresnet import data
+from jaxresnet import report
 from jaxresnet import main as main_lib  # Its --config, --workdir and flag parsing.
 from jaxresnet import train
 from jaxresnet.errors import ConfigError, exit_on_user_error
@@ -137,14 +137,6 @@ class TotalSteps:
     return config_lib.num_train_steps(config, self._sizes[key])
 
 
-def read_results(workdir: str) -> Optional[Dict[str, Any]]:
-  try:
-    with open(os.path.join(workdir, 'results.json')) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def _percent(value) -> str:
   return '' if value is None else f'{100 * value:.2f}'
 
@@ -197,8 +189,9 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, grid: Grid) -> Di
   is_main = jax.process_index() == 0
   results = {}
   for name, _, point in points:
-    finished = read_results(os.path.join(workdir, name))
-    results[name] = finished if finished and finished.get('step') == total_steps(point) else None
+    point_dir = os.path.join(workdir, name)
+    results[name] = (report.read_json(os.path.join(point_dir, 'results.json'))
+                     if report.is_finished(point_dir, total_steps(point)) else None)
   for i, (name, _, point) in enumerate(points):
     if is_main:
       print(f'== sweep point {i + 1}/{len(points)}: {name}' +
