@@ -155,16 +155,20 @@ def render(results_dir: str) -> str:
   return '\n\n'.join(sections)
 
 
-def update_readme(readme: str, results_dir: str) -> None:
-  """Replaces the text between the markers (or appends the markers) with the rendered results."""
+def replace_block(readme: str, begin: str, end: str, body: str, heading: str) -> None:
+  """Replaces the text between the markers (or appends the heading and markers) with `body`."""
   text = open(readme).read() if os.path.exists(readme) else '# Benchmarks\n'
-  block = f'{BEGIN}\n\n{render(results_dir)}\n\n{END}'
-  if BEGIN in text and END in text:
-    text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+  block = f'{begin}\n\n{body}\n\n{end}'
+  if begin in text and end in text:
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
   else:
-    text = text.rstrip('\n') + '\n\n## Results\n\n' + block + '\n'
+    text = text.rstrip('\n') + f'\n\n{heading}\n\n' + block + '\n'
   with open(readme, 'w') as f:
     f.write(text)
+
+
+def update_readme(readme: str, results_dir: str) -> None:
+  replace_block(readme, BEGIN, END, render(results_dir), heading='## Results')
 
 
 def main(argv):

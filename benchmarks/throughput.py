@@ -277,9 +277,10 @@ class JaxModel:
     args = (images, labels, permutation)
     self.variants = [self._stepper('train', train_fn, copy_state(state), args)]
     # The pure step on a ready batch: the difference to 'train' is the on-device input pipeline.
+    # Compiled with the product's XLA options, as make_train_fn compiles 'train'.
     batch = (train.prepare_images(state, images[:batch_size], augment=False), labels[:batch_size])
-    self.variants.append(self._stepper('train_step_only', jax.jit(train.train_step, donate_argnums=(0,)),
-                                       copy_state(state), batch))
+    step_only = jax.jit(train.train_step, donate_argnums=(0,), compiler_options=train.compiler_options())
+    self.variants.append(self._stepper('train_step_only', step_only, copy_state(state), batch))
     if scan_steps > 1:
       name = f'train_scan{scan_steps}' + ('_unrolled' if scan_unroll else '')
       self.variants.append(self._stepper(name, scan(train_fn, scan_steps, scan_unroll),
@@ -330,13 +331,14 @@ class JaxModel:
 
 def scan(train_fn, steps: int, unroll: bool = False):
   """`steps` calls of the product's train function inside one jit call (lax.scan)."""
+  step = train_fn.__wrapped__  # The Python function: XLA options belong to the outer jit only.
 
   def multi(state, images, labels, permutation):
     def body(s, _):
-      return train_fn(s, images, labels, permutation)
+      return step(s, images, labels, permutation)
     return jax.lax.scan(body, state, None, length=steps, unroll=unroll)
 
-  return jax.jit(multi, donate_argnums=(0,))
+  return jax.jit(multi, donate_argnums=(0,), compiler_options=train.compiler_options())
 
 
 # --------------------------------------------------------------------------

@@ -49,8 +49,11 @@ def run_steps(config, dataset, mesh, num_steps):
 def test_four_device_step_equals_one_device_step(image_folder):
   config = tiny_config(image_folder, batch_size=16)
   dataset = data.load_dataset(config)
-  one, one_metrics = run_steps(config, dataset, mesh_of(1), 3)
-  four, four_metrics = run_steps(config, dataset, mesh_of(4), 3)
+  # Two steps: the second starts from updated weights, momentum and running statistics. Not more:
+  # at this learning rate (loss 1.3 -> 0.13 by the third step) the last-bit differences of float32
+  # sums taken in another order grow too fast to compare closely.
+  one, one_metrics = run_steps(config, dataset, mesh_of(1), 2)
+  four, four_metrics = run_steps(config, dataset, mesh_of(4), 2)
   # The step really ran on four devices.
   leaf = jax.tree_util.tree_leaves(four.params)[0]
   assert len(leaf.sharding.device_set) == 4

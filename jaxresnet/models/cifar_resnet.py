@@ -11,10 +11,12 @@ Shortcut options (paper, Section 3.3):
   B: identity; where the shape changes, a 1x1 conv with stride 2 plus BatchNorm.
 """
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from jaxresnet.models.batch_norm import BatchNorm
 
 ModuleDef = Any
 
@@ -26,12 +28,12 @@ kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 def conv_and_norm(train: bool, dtype: Any):
   """The ResNets' layer partials: bias-free 'SAME' Kaiming-normal convs, and BatchNorm.
 
-  Under jit over a sharded batch the batch mean is a global mean, so the
-  statistics are synced across devices without an axis_name.
+  The BatchNorm takes the residual and the ReLU that follow it (batch_norm.py). Under jit
+  over a sharded batch the batch mean is a global mean, so the statistics are synced across
+  devices without an axis_name.
   """
   conv = functools.partial(nn.Conv, use_bias=False, padding='SAME', kernel_init=kaiming_normal, dtype=dtype)
-  norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                           dtype=dtype)
+  norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
   return conv, norm
 
 
@@ -51,19 +53,17 @@ class BasicBlock(nn.Module):
   filters: int
   conv: ModuleDef
   norm: ModuleDef
-  act: Callable = nn.relu
   strides: int = 1
   shortcut: str = 'A'
 
   @nn.compact
   def __call__(self, x):
     y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
-    y = self.act(self.norm()(y))
+    y = self.norm()(y, relu=True)
     y = self.conv(self.filters, (3, 3))(y)
-    y = self.norm()(y)
     if self.shortcut == 'none':
-      return self.act(y)
-    if x.shape == y.shape:
+      residual = None
+    elif x.shape == y.shape:
       residual = x
     elif self.shortcut == 'A':
       residual = shortcut_option_a(x, self.filters, self.strides)
@@ -73,7 +73,7 @@ class BasicBlock(nn.Module):
       residual = self.norm(name='projection_norm')(residual)
     else:
       raise ValueError(f'unknown shortcut option {self.shortcut!r} (expected A, B or none)')
-    return self.act(y + residual)
+    return self.norm()(y, residual=residual, relu=True)  # relu(bn(y) + residual)
 
 
 class CifarResNet(nn.Module):
@@ -92,7 +92,7 @@ class CifarResNet(nn.Module):
                               shortcut=self.shortcut if self.residual else 'none')
 
     x = conv(self.widths[0], (3, 3), name='stem_conv')(x)
-    x = nn.relu(norm(name='stem_norm')(x))
+    x = norm(name='stem_norm')(x, relu=True)
     for stage, filters in enumerate(self.widths):
       for i in range(self.blocks_per_stage):
         strides = 2 if stage > 0 and i == 0 else 1

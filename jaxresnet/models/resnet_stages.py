@@ -48,11 +48,9 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
-    y = nn.relu(self.norm()(y))
-    y = self.norm()(self.conv(self.filters, (3, 3))(y))
-    if self.gate is not None:
-      y = self.gate(name='squeeze_excitation')(y)
-    return nn.relu(y + shortcut(self, x, y.shape))
+    y = self.norm()(y, relu=True)
+    y = self.conv(self.filters, (3, 3))(y)
+    return _norm_gate_add_relu(self, y, x)
 
 
 class Bottleneck(nn.Module):
@@ -66,13 +64,20 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
+    y = self.norm()(self.conv(self.filters, (1, 1))(x), relu=True)
     # The stride sits on the 3x3 conv, as in kuangliu's code and torchvision's "ResNet v1.5".
-    y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), (self.strides, self.strides))(y)))
-    y = self.norm()(self.conv(self.filters * self.expansion, (1, 1))(y))
-    if self.gate is not None:
-      y = self.gate(name='squeeze_excitation')(y)
-    return nn.relu(y + shortcut(self, x, y.shape))
+    y = self.norm()(self.conv(self.filters, (3, 3), (self.strides, self.strides))(y), relu=True)
+    y = self.conv(self.filters * self.expansion, (1, 1))(y)
+    return _norm_gate_add_relu(self, y, x)
+
+
+def _norm_gate_add_relu(block: nn.Module, y, x):
+  """A block's end, relu(gate(bn(y)) + shortcut(x)): one fused BatchNorm call where there is no gate."""
+  residual = shortcut(block, x, y.shape)
+  if block.gate is None:
+    return block.norm()(y, residual=residual, relu=True)
+  y = block.gate(name='squeeze_excitation')(block.norm()(y))
+  return nn.relu(y + residual)
 
 
 def shortcut(block: nn.Module, x, shape):
@@ -100,7 +105,7 @@ class StagesResNet(nn.Module):
     block = functools.partial(self.block, conv=conv, norm=norm, gate=gate)
 
     x = conv(self.widths[0], (3, 3), name='stem_conv')(x)
-    x = nn.relu(norm(name='stem_norm')(x))
+    x = norm(name='stem_norm')(x, relu=True)
     for stage, (size, filters) in enumerate(zip(self.stage_sizes, self.widths)):
       for i in range(size):
         strides = 2 if stage > 0 and i == 0 else 1
