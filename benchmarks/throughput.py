@@ -35,8 +35,6 @@ import functools
 import gc
 import json
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -55,6 +53,7 @@ host_memory.keep_freed_memory()
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
+from benchmarks import host
 from configs import default as default_config
 from jaxresnet import data
 from jaxresnet import models
@@ -104,71 +103,11 @@ ENVIRONMENT = ('XLA_FLAGS', 'JAX_PLATFORMS', 'JAX_ENABLE_X64', 'GLIBC_TUNABLES',
 TORCH_MISSING = ('torch is not installed, so the PyTorch reference is skipped; '
                  "install it with: pip install -e '.[bench]'")
 
-# Dense peak TFLOP/s from NVIDIA's datasheets (bf16 tensor cores, fp32 CUDA cores),
-# matched against jax's device_kind; the first match wins.
-GPU_PEAK_TFLOPS = [
-    ('H100 PCIe', {'bf16': 756.0, 'fp32': 51.2}),
-    ('H100 NVL', {'bf16': 835.0, 'fp32': 60.0}),
-    ('H100', {'bf16': 989.4, 'fp32': 66.9}),
-    ('H200', {'bf16': 989.4, 'fp32': 66.9}),
-    ('A100', {'bf16': 312.0, 'fp32': 19.5}),
-    ('L40S', {'bf16': 362.0, 'fp32': 91.6}),
-    ('L4', {'bf16': 121.0, 'fp32': 30.3}),
-]
-
-
 PRINTED_NOTES: Dict[str, str] = {}  # Reasons already printed once, so per-model lines can refer to them.
 
 
 def log(message: str) -> None:
   print(message, flush=True)
-
-
-# --------------------------------------------------------------------------
-# Where we run.
-
-
-def device_info() -> Dict[str, Any]:
-  device = jax.devices()[0]
-  info = {'platform': device.platform, 'kind': device.device_kind, 'count': jax.device_count(),
-          'host_cpu': cpu_model(), 'host_cores': os.cpu_count(), 'host_cpu_flags': cpu_flags()}
-  if device.platform == 'cpu':
-    info['name'] = 'cpu'
-  else:
-    info['name'] = re.sub(r'[^a-z0-9]+', '-', device.device_kind.lower()).strip('-') or device.platform
-    info['peak_tflops'] = next((peak for key, peak in GPU_PEAK_TFLOPS if key in device.device_kind), None)
-  return info
-
-
-def _cpuinfo_field(field: str) -> Optional[str]:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.split(':')[0].strip() == field:
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return None
-
-
-def cpu_model() -> str:
-  return _cpuinfo_field('model name') or platform.processor() or platform.machine()
-
-
-def cpu_flags() -> List[str]:
-  """The vector extensions that decide CPU conv speed (AVX-512, bf16, AMX)."""
-  present = set((_cpuinfo_field('flags') or '').split())
-  return [f for f in ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in present]
-
-
-def versions(torch_module) -> Dict[str, Optional[str]]:
-  import flax, jaxlib, optax  # pylint: disable=g-import-not-at-top,multiple-imports
-  out = {'python': platform.python_version(), 'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
-         'flax': flax.__version__, 'optax': optax.__version__, 'numpy': np.__version__, 'torch': None}
-  if torch_module is not None:
-    out['torch'] = torch_module.__version__
-    out['torch_cuda'] = torch_module.version.cuda
-  return out
 
 
 def import_torch():
@@ -739,7 +678,7 @@ def resolve_settings(on_gpu: bool) -> Dict[str, Any]:
 
 
 def run(argv) -> Dict[str, Any]:
-  info = device_info()
+  info = host.device_info()
   on_gpu = info['platform'] == 'gpu'
   settings = resolve_settings(on_gpu)
   torch, why_not = (None, 'disabled with --notorch') if not FLAGS.torch else import_torch()
@@ -761,7 +700,7 @@ def run(argv) -> Dict[str, Any]:
   results = {
       'schema': 1,
       'device': info,
-      'versions': versions(torch),
+      'versions': host.versions(torch),
       'command': 'python -m benchmarks.throughput ' + ' '.join(argv[1:]),
       'environment': {k: os.environ[k] for k in ENVIRONMENT if k in os.environ},
       'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),

@@ -96,3 +96,31 @@ def test_bad_flag_is_one_error_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith('error: --compare_compiler_options must be')
   assert 'Traceback' not in result.stderr
+
+
+def test_conv_layers_writes_results_json_and_readme_table(tmp_path):
+  out, readme = tmp_path / 'layers', tmp_path / 'README.md'
+  readme.write_text('# Benchmarks\n\nText kept as it is.\n')
+  result = run_module('benchmarks.conv_layers', '--batch_size=2', '--steps=1', '--repeats=1',
+                      f'--out_dir={out}', f'--readme={readme}', check=True)
+  r = json.loads((out / 'cpu.json').read_text())
+  assert r['command'] == f'python -m benchmarks.conv_layers --batch_size=2 --steps=1 --repeats=1 ' \
+                         f'--out_dir={out} --readme={readme}'
+  # XLA as the product compiles it, and with YNNPACK convolutions switched back on for comparison.
+  expected = {'xla (product)', 'xla + YNNPACK convolutions'}
+  expected |= {'PyTorch NCHW', 'PyTorch channels_last'} if HAVE_TORCH else set()
+  assert set(r['rows']) == expected
+  for by_shape in r['rows'].values():
+    assert set(by_shape) == {'16 ch, 32x32', '32 ch, 16x16', '64 ch, 8x8', 'x19'}
+    for shape in ('16 ch, 32x32', '32 ch, 16x16', '64 ch, 8x8'):
+      assert all(by_shape[shape][d] > 0 for d in ('fwd', 'dx', 'dw'))
+    # x19 is ResNet-20's 7 + 6 + 6 convs of the three shapes.
+    dw = 7 * by_shape['16 ch, 32x32']['dw'] + 6 * by_shape['32 ch, 16x16']['dw'] + 6 * by_shape['64 ch, 8x8']['dw']
+    assert abs(by_shape['x19']['dw'] - dw) < 1e-9
+  text = readme.read_text()
+  assert text.startswith('# Benchmarks\n\nText kept as it is.\n') and '## Convolutions alone' in text
+  assert '| xla (product) | ' in text and r['command'] in text
+  # A second run replaces the table instead of adding another.
+  run_module('benchmarks.conv_layers', '--batch_size=2', '--steps=1', '--repeats=1',
+             f'--out_dir={out}', f'--readme={readme}', check=True)
+  assert readme.read_text().count('## Convolutions alone') == 1
