@@ -132,9 +132,8 @@ def prepare_images(state: TrainState, images_uint8, augment: bool):
 # ELTWISE: without it, XLA copies each block's relu(bn(conv) + shortcut) into every
 # weight-gradient transpose that reads it, so a block recomputes all earlier blocks of its stage:
 # work quadratic in depth. Not INDIVIDUAL_CONVOLUTION (on by default): YNNPACK's convolutions,
-# and above all its weight gradients, are slower here than XLA's Eigen ones. Measured on 2 CPU
-# cores (benchmarks/README.md, ResNet-20 / -56 / -18 train step): ELTWISE +12% / +72% / -,
-# then dropping the YNNPACK convolutions +24% / +19% / +60%.
+# and above all its weight gradients, are slower here than XLA's Eigen ones. benchmarks/README.md
+# has the measurements (`train` against `train_compiler_options`, and the conv-layer table).
 _CPU_LIBRARY_FUSIONS = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE'
 
 
