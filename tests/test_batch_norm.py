@@ -128,7 +128,7 @@ def test_bfloat16_input_keeps_its_dtype_and_float32_statistics():
   np.testing.assert_allclose(out.astype(jnp.float32), reference, rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize('name', ['resnet8', 'plain8', 'resnet18_1111'])
+@pytest.mark.parametrize('name', ['resnet8', 'plain8', 'resnet18_1111', 'cnn_deep'])
 def test_model_gradients_match_the_same_model_with_autodiff_batchnorm(name, monkeypatch):
   """Whole nets: an unfused BatchNorm, a separate add and ReLU, and autodiff give the same loss and gradients."""
   model = models.get_model(name)
@@ -138,7 +138,7 @@ def test_model_gradients_match_the_same_model_with_autodiff_batchnorm(name, monk
   def loss_and_grads():
     def loss(params):
       logits, updates = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, images,
-                                    train=True, mutable=['batch_stats'])
+                                    train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(2)})
       return jnp.sum(jax.nn.log_softmax(logits)[:, 0]), updates
     return jax.value_and_grad(loss, has_aux=True)(variables['params'])
 
@@ -158,16 +158,18 @@ def test_model_gradients_match_the_same_model_with_autodiff_batchnorm(name, monk
       running_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,)))
       scale = self.param('scale', nn.initializers.ones, (c,))
       bias = self.param('bias', nn.initializers.zeros, (c,))
-      mean = jnp.mean(x, (0, 1, 2))
-      var = jnp.mean(jnp.square(x), (0, 1, 2)) - jnp.square(mean)
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axes)
+      var = jnp.mean(jnp.square(x), axes) - jnp.square(mean)
       running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
       running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
       y = (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
       y = y if residual is None else y + residual
       return nn.relu(y) if relu else y
 
-  from jaxresnet.models import cifar_resnet
+  from jaxresnet.models import cifar_resnet, cnn  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(cifar_resnet, 'BatchNorm', BatchNorm)
+  monkeypatch.setattr(cnn, 'BatchNorm', BatchNorm)
   unfused = loss_and_grads()
   for a, b in zip(jax.tree_util.tree_leaves(fused), jax.tree_util.tree_leaves(unfused)):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5)

@@ -1,6 +1,6 @@
 """BatchNorm fused with the residual addition and ReLU that follow it, with a hand-written gradient.
 
-`BatchNorm` is a drop-in for `flax.linen.BatchNorm` as the ResNets use it (normalization over all
+`BatchNorm` is a drop-in for `flax.linen.BatchNorm` as the models use it (normalization over all
 axes but the last; the same variables: params `scale`, `bias`; batch_stats `mean`, `var`; Flax's
 momentum convention), so checkpoints and parameter counts do not change. Two optional arguments
 fold in what comes next in a residual block: `residual` is added after the affine transform and

@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxresnet.models.batch_norm import BatchNorm
 from jaxresnet.models.cifar_resnet import kaiming_normal
 
 
@@ -50,18 +51,16 @@ class DeepCNN(nn.Module):
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding='VALID', kernel_init=kaiming_normal,
                              dtype=self.dtype)
     dense = functools.partial(nn.Dense, kernel_init=kaiming_normal, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             dtype=self.dtype)
     for i, filters in enumerate((20, 24, 32, 40, 48, 56, 64, 72)):  # 32x32 -> 30 -> ... -> 4x4
       x = conv(filters)(x)
-      if i in (0, 4):
-        x = norm()(x)
-      x = nn.relu(x)
+      x = norm()(x, relu=True) if i in (0, 4) else nn.relu(x)
       if i == 3:
         x = nn.max_pool(x, (2, 2), (2, 2))  # 24x24 -> 12x12
     x = x.reshape((x.shape[0], -1))  # 4x4x72 = 1152
     for features, rate in zip((256, 64), self.dropout_rates):
-      x = nn.relu(norm()(dense(features)(x)))
+      x = norm()(dense(features)(x), relu=True)
       x = nn.Dropout(rate, deterministic=not train)(x)
     x = nn.relu(dense(32)(x))
     x = nn.relu(dense(16)(x))
