@@ -87,9 +87,10 @@ def torch_directions(torch, c: int, h: int, batch: int, channels_last: bool) -> 
 
 
 def measure() -> Dict[str, Any]:
+  on_cpu = jax.default_backend() == 'cpu'
   product = train.compiler_options() or {}
   implementations = {'xla (product)': product}
-  if jax.default_backend() == 'cpu' and product:
+  if on_cpu and product:
     libraries = product['xla_cpu_experimental_ynn_fusion_type']
     implementations['xla + YNNPACK convolutions'] = dict(
         product, xla_cpu_experimental_ynn_fusion_type=f'{libraries},{YNNPACK_CONVOLUTIONS}')
@@ -97,7 +98,6 @@ def measure() -> Dict[str, Any]:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     torch = None
-  on_cpu = jax.default_backend() == 'cpu'
   rows = {}
   for c, h, count in SHAPES:
     key = jax.random.split(jax.random.key(0), 3)

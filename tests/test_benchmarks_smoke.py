@@ -117,6 +117,7 @@ def test_conv_layers_writes_results_json_and_readme_table(tmp_path):
     # x19 is ResNet-20's 7 + 6 + 6 convs of the three shapes.
     dw = 7 * by_shape['16 ch, 32x32']['dw'] + 6 * by_shape['32 ch, 16x16']['dw'] + 6 * by_shape['64 ch, 8x8']['dw']
     assert abs(by_shape['x19']['dw'] - dw) < 1e-9
+  assert '| xla (product) | ' in result.stdout  # The table is printed too.
   text = readme.read_text()
   assert text.startswith('# Benchmarks\n\nText kept as it is.\n') and '## Convolutions alone' in text
   assert '| xla (product) | ' in text and r['command'] in text

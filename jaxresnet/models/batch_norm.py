@@ -25,6 +25,17 @@ def _reduce_axes(x):
   return tuple(range(x.ndim - 1))
 
 
+def _affine_add_relu(x, mean, gain, bias, residual, relu):
+  """(x - mean) * gain + bias (+ residual), then ReLU if `relu`: in float32, returned in x's dtype."""
+  # Centred first: x * gain - mean * gain cancels badly where |mean| >> std.
+  out = (x.astype(jnp.float32) - mean) * gain + bias
+  if residual is not None:
+    out = out + residual.astype(jnp.float32)
+  if relu:
+    out = jnp.maximum(out, 0.)
+  return out.astype(x.dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def normalize(x, scale, bias, residual, epsilon: float, relu: bool):
   """Train-mode BatchNorm (+ residual, then ReLU): returns (output, batch mean, batch variance).
@@ -41,13 +52,7 @@ def _normalize_fwd(x, scale, bias, residual, epsilon, relu):
   mean = jnp.mean(x32, axes)
   var = jnp.maximum(jnp.mean(jnp.square(x32), axes) - jnp.square(mean), 0.)
   inv = jax.lax.rsqrt(var + epsilon)
-  gain = inv * scale
-  out = (x32 - mean) * gain + bias  # Centred first: x * gain - mean * gain can cancel badly.
-  if residual is not None:
-    out = out + residual.astype(jnp.float32)
-  if relu:
-    out = jnp.maximum(out, 0.)
-  out = out.astype(x.dtype)
+  out = _affine_add_relu(x, mean, inv * scale, bias, residual, relu)
   saved = (x, out, mean, inv, scale, None if residual is None else jnp.zeros((0,), residual.dtype))
   return (out, mean, var), saved
 
@@ -95,10 +100,7 @@ class BatchNorm(nn.Module):
 
     if self.use_running_average:
       gain = jax.lax.rsqrt(running_var.value + self.epsilon) * scale
-      out = (x.astype(jnp.float32) - running_mean.value) * gain + bias
-      if residual is not None:
-        out = out + residual.astype(jnp.float32)
-      return (jnp.maximum(out, 0.) if relu else out).astype(x.dtype)
+      return _affine_add_relu(x, running_mean.value, gain, bias, residual, relu)
 
     out, mean, var = normalize(x, scale, bias, residual, self.epsilon, relu)
     if not self.is_initializing():  # As Flax: initialization leaves the running averages alone.
