@@ -1,4 +1,5 @@
 import os
+import socket
 
 import jax
 import jax.numpy as jnp
@@ -123,9 +124,12 @@ def test_augment_crops_and_flips_keeping_shape():
   assert np.array_equal(out, data.augment(jax.random.key(1), images))
 
 
-def test_tfds_source_through_mock_data():
+def test_tfds_source_through_mock_data(monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
-  with tfds.testing.mock_data(num_examples=20):
+  # The mocked dataset is not prepared, so the download probe runs first: let it reach a local listener.
+  listener = socket.create_server(('127.0.0.1', 0))
+  monkeypatch.setenv('JAXRESNET_DOWNLOAD_PROBE', f'127.0.0.1:{listener.getsockname()[1]}')
+  with listener, tfds.testing.mock_data(num_examples=20):
     arrays = data.read_tfds('cifar10', '')
   assert arrays['train_images'].shape == (20, 32, 32, 3) and arrays['train_images'].dtype == np.uint8
   assert arrays['test_labels'].shape == (20,) and len(arrays['class_names']) == 10

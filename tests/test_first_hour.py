@@ -1,0 +1,119 @@
+"""A new user's first hour (issue 15): fail fast without network, show decoding progress, list the zoo.
+
+Nothing here reaches outside the machine: the TFDS download probe is pointed
+at a closed local port, or its connection is replaced by one that never answers.
+"""
+import io
+import os
+import socket
+import time
+
+import pytest
+
+from conftest import REPO, run_module
+from jaxresnet import data
+from jaxresnet.errors import DataError
+
+
+def closed_port() -> int:
+  """A local TCP port nothing listens on: connecting to it is refused at once."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def assert_names_the_image_folder_fix(message):
+  assert '\n' not in message
+  assert '--config.dataset=image_folder --config.data_dir=' in message
+  assert 'train/<class>/*.jpg' in message and 'test/<class>/*.jpg' in message and '.tar.gz' in message
+  assert "README's Data section" in message
+
+
+def test_tfds_without_network_fails_in_seconds_naming_the_image_folder_fix(tmp_path, monkeypatch):
+  pytest.importorskip('tensorflow_datasets')
+  monkeypatch.setenv('JAXRESNET_DOWNLOAD_PROBE', f'127.0.0.1:{closed_port()}')
+  start = time.monotonic()
+  with pytest.raises(DataError) as error:
+    data.load_arrays('cifar10', str(tmp_path / 'tfds'), str(tmp_path / 'cache'))
+  assert time.monotonic() - start < 5
+  message = str(error.value)
+  assert message.startswith("cannot download TFDS dataset 'cifar10'") and 'tfds' in message
+  assert_names_the_image_folder_fix(message)
+  assert not os.path.exists(tmp_path / 'tfds' / 'downloads')  # TFDS's download never started.
+
+
+def test_download_probe_gives_up_after_its_timeout_on_a_host_that_never_answers(monkeypatch):
+  def never_answers(address, timeout=None):
+    del address, timeout
+    time.sleep(30)  # In a daemon thread that the probe stops waiting for.
+  monkeypatch.setattr(socket, 'create_connection', never_answers)
+  start = time.monotonic()
+  assert not data.can_connect('192.0.2.1', 443, timeout=0.5)
+  assert time.monotonic() - start < 2
+
+
+def test_download_probe_address_override_proxy_and_dataset_host(monkeypatch):
+  for var in ('JAXRESNET_DOWNLOAD_PROBE', 'https_proxy', 'HTTPS_PROXY'):
+    monkeypatch.delenv(var, raising=False)
+  assert data.download_probe_address('https://www.cs.toronto.edu/~kriz/cifar.html') == ('www.cs.toronto.edu', 443)
+  assert data.download_probe_address('') == ('www.cs.toronto.edu', 443)
+  monkeypatch.setenv('HTTPS_PROXY', 'http://proxy.internal:3128')
+  assert data.download_probe_address('https://example.org/') == ('proxy.internal', 3128)
+  monkeypatch.setenv('JAXRESNET_DOWNLOAD_PROBE', '127.0.0.1:9')
+  assert data.download_probe_address('https://example.org/') == ('127.0.0.1', 9)
+
+
+def test_main_without_network_is_one_error_line_within_seconds(tmp_path):
+  pytest.importorskip('tensorflow_datasets')
+  start = time.monotonic()
+  result = run_module('jaxresnet.main', '--config=configs/resnet20.py', f'--workdir={tmp_path / "run"}',
+                      f'--config.data_dir={tmp_path / "tfds"}',
+                      env={'JAXRESNET_DOWNLOAD_PROBE': f'127.0.0.1:{closed_port()}'}, timeout=120)
+  elapsed = time.monotonic() - start
+  assert result.returncode == 1, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: cannot download TFDS dataset 'cifar10'"), result.stderr
+  assert_names_the_image_folder_fix(lines[0])
+  assert elapsed < 30  # Python, JAX and TFDS start-up included; TFDS's own retries took 209 s.
+
+
+def test_decoding_prints_a_progress_line_every_few_seconds_without_a_terminal(image_folder, tmp_path,
+                                                                             monkeypatch, capsys):
+  monkeypatch.setenv('JAXRESNET_PROGRESS_EVERY_S', '0')  # Every image, so a tiny folder shows lines.
+  data.load_arrays('image_folder', image_folder, str(tmp_path / 'cache'))
+  lines = capsys.readouterr().err.splitlines()
+  assert lines[:2] == ['decoding train: 1/48 images', 'decoding train: 2/48 images']
+  assert 'decoding train: 48/48 images' in lines and lines[-1] == 'decoding test: 12/12 images'
+  assert not [l for l in lines if not l.startswith(('decoding train: ', 'decoding test: '))]
+
+
+def test_an_archive_shows_unpacking_and_decoding_progress(image_folder, tmp_path, monkeypatch, capsys):
+  import tarfile  # pylint: disable=g-import-not-at-top
+  archive = tmp_path / 'images.tar.gz'
+  with tarfile.open(archive, 'w:gz') as tar:
+    tar.add(image_folder, arcname='images')
+  monkeypatch.setenv('JAXRESNET_PROGRESS_EVERY_S', '0')
+  data.load_arrays('image_folder', str(archive), str(tmp_path / 'cache'))
+  lines = capsys.readouterr().err.splitlines()
+  # 60 images, 3 class folders per split, 2 split folders and the root.
+  assert lines[0] == 'unpacking images.tar.gz: 1 files' and 'unpacking images.tar.gz: 69 files' in lines
+  assert lines[-1] == 'decoding test: 12/12 images'
+
+
+def test_a_short_decode_prints_nothing_and_a_terminal_gets_a_tqdm_bar(image_folder, tmp_path, capsys):
+  data.load_arrays('image_folder', image_folder, str(tmp_path / 'cache'))  # Well under 5 s.
+  assert capsys.readouterr().err == ''
+
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  terminal = Terminal()
+  progress = data.Progress('decoding train', 3, stream=terminal)
+  for _ in range(3):
+    progress.update()
+  assert progress.bar is not None and progress.bar.n == 3
+  progress.close()
+  drawn = terminal.getvalue()
+  assert drawn.startswith('\rdecoding train:   0%|') and '0/3' in drawn  # A bar redrawn in place, not lines.
+  assert 'decoding train: 3/3 images\n' not in drawn
