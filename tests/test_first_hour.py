@@ -8,10 +8,12 @@ import os
 import socket
 import time
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from conftest import REPO, run_module
-from jaxresnet import data
+from jaxresnet import data, models
 from jaxresnet.errors import DataError
 
 
@@ -117,3 +119,43 @@ def test_a_short_decode_prints_nothing_and_a_terminal_gets_a_tqdm_bar(image_fold
   drawn = terminal.getvalue()
   assert drawn.startswith('\rdecoding train:   0%|') and '0/3' in drawn  # A bar redrawn in place, not lines.
   assert 'decoding train: 3/3 images\n' not in drawn
+
+
+def test_models_command_lists_the_zoo_with_params_macs_and_config_quickly():
+  start = time.monotonic()
+  result = run_module('jaxresnet.models', check=True, timeout=120)
+  elapsed = time.monotonic() - start
+  lines = result.stdout.splitlines()
+  assert lines[0].split() == ['model', 'parameters', 'multiply-adds', 'config']
+  rows = {line.split()[0]: line.split()[1:] for line in lines[1:len(models.MODELS) + 1]}
+  assert list(rows) == list(models.MODELS)  # Every model, in the zoo's order.
+  # The paper's ResNet-20 (0.27M parameters) and ResNet-18's hand-checked counts (tests/test_zoo.py).
+  assert rows['resnet20'] == ['269,722', '40.6M', 'configs/resnet20.py']
+  assert rows['resnet18'] == ['11,173,962', '555M', 'configs/resnet18.py']
+  assert rows['resnet1202'][:2] == ['19,421,274', '2.83G']
+  for name, (_, _, config) in rows.items():  # A config is named exactly when the repository has one.
+    assert (config != '-') == os.path.isfile(os.path.join(REPO, 'configs', f'{name}.py')), name
+  assert rows['resnet8'][2] == '-' and lines[-1].startswith('-: no recipe of its own')
+  assert elapsed < 45, elapsed  # ~8 s on 2 CPU cores; ResNet-1202's trace is most of it.
+
+
+def test_models_command_help_and_unknown_name():
+  result = run_module('jaxresnet.models', '--help')
+  assert result.returncode == 0 and 'usage: python -m jaxresnet.models' in result.stdout
+  result = run_module('jaxresnet.models', 'resnet20', 'resnet7')
+  assert result.returncode == 2 and result.stdout == ''
+  assert result.stderr.strip().splitlines() == [
+      f"error: unknown model 'resnet7'; known models: {', '.join(models.MODELS)}"]
+
+
+def test_one_trace_counts_agree_with_a_separate_init():
+  for name in ('resnet8', 'resnet50_5m', 'cnn_small'):
+    model = models.get_model(name)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=False))
+    params, macs = models.count_params_and_macs(model)
+    assert params == models.count_params(variables['params'])
+    assert macs == models.count_macs(model) > 0
+  # A 64x64 image costs four times the multiply-adds of the convs (the dense layer stays the same).
+  _, small = models.count_params_and_macs(models.get_model('resnet8'))
+  _, large = models.count_params_and_macs(models.get_model('resnet8'), (64, 64, 3))
+  assert large - 64 * 10 == 4 * (small - 64 * 10)

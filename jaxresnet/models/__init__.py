@@ -5,7 +5,7 @@
 """
 import dataclasses
 import functools
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import flax.linen as nn
 import jax
@@ -88,11 +88,12 @@ def count_params(params) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
 
 
-def count_macs(model: nn.Module, image_shape=(32, 32, 3)) -> int:
-  """Multiply-adds of one forward pass on one image, counted over convs and denses.
+def count_params_and_macs(model: nn.Module, image_shape=(32, 32, 3)) -> Tuple[int, int]:
+  """Trainable parameters, and multiply-adds of one forward pass on one image over convs and denses.
 
-  Counted from each layer's kernel and output shape while the model is traced
-  abstractly, so it is exact and costs no compute.
+  Both come from one abstract trace of `init` (jax.eval_shape): each layer's
+  kernel and output shape give its multiply-adds, so the counts are exact and
+  cost no compute, which keeps listing the whole zoo fast.
   """
   macs = []
 
@@ -106,12 +107,14 @@ def count_macs(model: nn.Module, image_shape=(32, 32, 3)) -> int:
       macs.append(int(np.prod(out.shape[1:])) * per_output)
     return out
 
-  def forward(x):
+  def init(x):
     with nn.intercept_methods(interceptor):
-      variables = model.init(jax.random.key(0), x, train=False)
-      return model.apply(variables, x, train=False)
+      return model.init(jax.random.key(0), x, train=False)  # init runs the forward pass once.
 
-  macs.clear()
-  jax.eval_shape(forward, jnp.zeros((1, *image_shape), jnp.float32))
-  # init and apply each run every layer once: keep the apply half.
-  return sum(macs[len(macs) // 2:])
+  variables = jax.eval_shape(init, jnp.zeros((1, *image_shape), jnp.float32))
+  return count_params(variables['params']), sum(macs)
+
+
+def count_macs(model: nn.Module, image_shape=(32, 32, 3)) -> int:
+  """Multiply-adds of one forward pass on one image, counted over convs and denses."""
+  return count_params_and_macs(model, image_shape)[1]

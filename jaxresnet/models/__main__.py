@@ -1,0 +1,81 @@
+"""Lists the model zoo: each model's name, parameters, multiply-adds and config file.
+
+    python -m jaxresnet.models [NAME ...]
+
+Parameters are trainable ones (BatchNorm scale and bias included); multiply-adds
+are those of one forward pass on one 32x32 image, over convs and denses. Both
+come from an abstract trace (no compute), for 10 classes. The config column is
+configs/<name>.py where the repository has one (the model's recipe), else '-':
+train such a model with configs/default.py and --config.model=NAME.
+"""
+import argparse
+import importlib.util
+import os
+import sys
+from typing import List, Optional
+
+from jaxresnet import models
+
+
+def configs_dir() -> Optional[str]:
+  """The repository's configs/: the importable `configs` package, or the one beside this package.
+
+  The second covers a clone used from another directory, where `configs` is not on the path.
+  """
+  try:
+    spec = importlib.util.find_spec('configs')
+  except (ImportError, ValueError):
+    spec = None
+  locations = list(spec.submodule_search_locations or []) if spec else []
+  package = os.path.dirname(os.path.dirname(os.path.abspath(models.__file__)))
+  locations.append(os.path.join(os.path.dirname(package), 'configs'))
+  return next((d for d in locations if os.path.isfile(os.path.join(d, 'default.py'))), None)
+
+
+def config_file(name: str, directory: Optional[str]) -> str:
+  if directory and os.path.isfile(os.path.join(directory, f'{name}.py')):
+    return f'configs/{name}.py'
+  return '-'
+
+
+def human(count: int) -> str:
+  """2829238912 -> '2.83G', 40551040 -> '40.6M'."""
+  for unit, size in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
+    if count >= size:
+      return f'{count / size:.3g}{unit}'
+  return str(count)
+
+
+def zoo_table(names: List[str]) -> List[str]:
+  """The table's lines: a header, then one line per model."""
+  directory = configs_dir()
+  rows = [('model', 'parameters', 'multiply-adds', 'config')]
+  for name in names:
+    params, macs = models.count_params_and_macs(models.get_model(name))
+    rows.append((name, f'{params:,}', human(macs), config_file(name, directory)))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  return ['  '.join([row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].rjust(widths[2]), row[3]])
+          for row in rows]
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m jaxresnet.models', description=__doc__.split('\n\n', 1)[0],
+      epilog='Parameters include BatchNorm scale and bias; multiply-adds are per 32x32 image. Train a model '
+             'with --config=configs/<name>.py, or --config=configs/default.py --config.model=NAME.')
+  parser.add_argument('names', nargs='*', metavar='NAME', help='models to list (default: all of them)')
+  args = parser.parse_args(argv)
+  unknown = [n for n in args.names if n not in models.MODELS]
+  if unknown:
+    print(f'error: unknown model {unknown[0]!r}; known models: {", ".join(models.MODELS)}', file=sys.stderr)
+    return 2
+  lines = zoo_table(args.names or list(models.MODELS))
+  for line in lines:
+    print(line, flush=True)
+  if any(line.endswith('  -') for line in lines):
+    print("-: no recipe of its own; train it with --config=configs/default.py --config.model=NAME")
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
