@@ -1,0 +1,409 @@
+"""Recipe building blocks: each checked against an independent computation, under jit."""
+import functools
+
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from PIL import Image, ImageEnhance, ImageOps
+import pytest
+
+from jaxresnet import recipes
+from jaxresnet.errors import ConfigError
+
+# --------------------------------------------------------------------------
+# Cutout.
+
+
+def _expected_cutout_mask(centres, h, w, size):
+  mask = np.zeros((len(centres), h, w), bool)
+  for i, (cy, cx) in enumerate(centres):
+    for y in range(cy - size // 2, cy - size // 2 + size):
+      for x in range(cx - size // 2, cx - size // 2 + size):
+        if 0 <= y < h and 0 <= x < w:
+          mask[i, y, x] = True
+  return mask
+
+
+@pytest.mark.parametrize('size', [5, 6])
+def test_cutout_masks_exactly_the_clipped_squares(size):
+  n, h, w = 64, 10, 12
+  key = jax.random.key(3)
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(n, h, w, 2)).astype(np.float32)) + 10.0
+  out = np.asarray(jax.jit(recipes.cutout, static_argnums=2)(key, images, size))
+  # The documented draw of the centres, turned into a mask by plain loops.
+  centres = np.asarray(jax.random.randint(key, (n, 2), 0, jnp.array([h, w])))
+  mask = _expected_cutout_mask(centres, h, w, size)
+  np.testing.assert_array_equal(out, np.where(mask[..., None], 0.0, np.asarray(images)))
+  # Independently of the draw: each zeroed region is one rectangle, size x size unless cut by a border.
+  areas = []
+  for i in range(n):
+    ys, xs = np.nonzero((out[i] == 0).all(-1))
+    rows, cols = np.unique(ys), np.unique(xs)
+    assert len(ys) == len(rows) * len(cols) and np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)
+    assert len(rows) == size or rows[0] == 0 or rows[-1] == h - 1
+    assert len(cols) == size or cols[0] == 0 or cols[-1] == w - 1
+    areas.append(len(ys))
+  assert max(areas) == size * size and min(areas) < size * size  # Both whole and clipped squares.
+  assert recipes.cutout(key, images, 0) is images
+
+
+# --------------------------------------------------------------------------
+# Label smoothing.
+
+
+def test_label_smoothing_gives_the_closed_form_loss():
+  rng = np.random.default_rng(1)
+  n, k, eps = 16, 10, 0.1
+  logits = rng.normal(size=(n, k)).astype(np.float32) * 3
+  labels = rng.integers(0, k, n)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  expected = np.mean(-(1 - eps) * log_p[np.arange(n), labels] - eps / k * log_p.sum(-1))
+  loss = jax.jit(recipes.cross_entropy, static_argnums=2)(logits, jnp.asarray(labels, jnp.int32), eps)
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  # Soft one-hot labels give the same loss; without smoothing it is the plain cross-entropy.
+  onehot = jax.nn.one_hot(labels, k)
+  np.testing.assert_allclose(recipes.cross_entropy(logits, onehot, eps), expected, rtol=1e-5)
+  np.testing.assert_allclose(recipes.cross_entropy(logits, jnp.asarray(labels)), np.mean(-log_p[np.arange(n), labels]),
+                             rtol=1e-5)
+  # Mixed labels: smoothing the mixture is the mixture of the smoothed targets.
+  mixed = 0.3 * onehot + 0.7 * onehot[::-1]
+  expected_mixed = np.mean(-(((1 - eps) * np.asarray(mixed) + eps / k) * log_p).sum(-1))
+  np.testing.assert_allclose(recipes.cross_entropy(logits, mixed, eps), expected_mixed, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# Mixup and cutmix.
+
+
+def test_mixup_mixes_images_and_labels_with_one_lambda():
+  n, k = 8, 8
+  rng = np.random.default_rng(2)
+  images = jnp.asarray(rng.normal(size=(n, 4, 4, 3)).astype(np.float32))
+  labels = jax.nn.one_hot(jnp.arange(n), k)
+  lams = []
+  for seed in range(5):
+    out, soft = jax.jit(recipes.mixup, static_argnums=3)(jax.random.key(seed), images, labels, 0.4)
+    lam = float(soft[0, 0])
+    assert 0.0 < lam < 1.0
+    lams.append(lam)
+    partner = np.arange(n)[::-1]
+    expected_labels = lam * np.eye(k) + (1 - lam) * np.eye(k)[partner]
+    np.testing.assert_allclose(soft, expected_labels, atol=1e-6)  # Convex, and sums to 1.
+    np.testing.assert_allclose(out, lam * np.asarray(images) + (1 - lam) * np.asarray(images)[partner], atol=1e-6)
+  assert len(set(np.round(lams, 6))) == len(lams)
+
+
+def test_cutmix_labels_equal_the_fraction_of_pixels_kept():
+  n, k, h, w = 6, 6, 16, 16
+  images = jnp.broadcast_to(jnp.arange(n, dtype=jnp.float32)[:, None, None, None], (n, h, w, 1))
+  labels = jax.nn.one_hot(jnp.arange(n), k)
+  partner = np.arange(n)[::-1]
+  kept_fractions = []
+  for seed in range(20):
+    out, soft = jax.jit(recipes.cutmix, static_argnums=3)(jax.random.key(seed), images, labels, 1.0)
+    out, soft = np.asarray(out)[..., 0], np.asarray(soft)
+    for i in range(n):
+      own = out[i] == i
+      assert np.all(own | (out[i] == partner[i]))  # Only the image and its partner's pixels.
+      np.testing.assert_allclose(soft[i, i], own.mean(), atol=1e-6)
+      np.testing.assert_allclose(soft[i, partner[i]], 1 - own.mean(), atol=1e-6)
+      np.testing.assert_allclose(soft[i].sum(), 1.0, atol=1e-6)
+      ys, xs = np.nonzero(~own)  # The pasted pixels form one rectangle.
+      assert len(ys) == len(np.unique(ys)) * len(np.unique(xs))
+    kept_fractions.append(soft[0, 0])
+  assert min(kept_fractions) < 0.9 and max(kept_fractions) > 0.5 and len(set(kept_fractions)) > 5
+
+
+def test_mix_switches_between_mixup_and_cutmix_per_batch():
+  n, h, w = 4, 8, 8
+  images = jnp.broadcast_to(jnp.arange(n, dtype=jnp.float32)[:, None, None, None], (n, h, w, 1))
+  labels = jax.nn.one_hot(jnp.arange(n), n)
+  mix = jax.jit(recipes.mix, static_argnums=(3, 4))
+  kinds = set()
+  for seed in range(20):
+    out, _ = mix(jax.random.key(seed), images, labels, 0.5, 1.0)
+    blended = np.any(np.asarray(out) != np.round(np.asarray(out)))  # Mixup makes fractional pixels.
+    kinds.add('mixup' if blended else 'cutmix')
+  assert kinds == {'mixup', 'cutmix'}
+  out, soft = recipes.mix(jax.random.key(0), images, labels, 0.0, 0.0)
+  assert out is images and soft is labels
+
+
+# --------------------------------------------------------------------------
+# RandAugment / AutoAugment ops.
+
+
+def _image(seed=0, h=32, w=32, low_contrast=False):
+  x = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+  return (x // 4 + 60).astype(np.uint8) if low_contrast else x
+
+
+def _pil_affine(x, coefficients):
+  pil = Image.fromarray(x)
+  return np.asarray(pil.transform(pil.size, Image.AFFINE, coefficients, fillcolor=(recipes.FILL,) * 3))
+
+
+@pytest.mark.parametrize('low_contrast', [False, True])
+def test_image_ops_equal_pil(low_contrast):
+  x = _image(1, low_contrast=low_contrast)
+  pil = Image.fromarray(x)
+  cases = [
+      (recipes.equalize, None, ImageOps.equalize(pil)),
+      (recipes.autocontrast, None, ImageOps.autocontrast(pil)),
+      (recipes.invert, None, ImageOps.invert(pil)),
+      (recipes.solarize, 100, ImageOps.solarize(pil, 100)),
+      (recipes.posterize, 3, ImageOps.posterize(pil, 3)),
+      (recipes.rotate, 17.0, pil.rotate(17.0, fillcolor=(recipes.FILL,) * 3)),
+      (recipes.shear_x, 0.25, _pil_affine(x, (1, 0.25, 0, 0, 1, 0))),
+      (recipes.shear_y, -0.3, _pil_affine(x, (1, 0, 0, -0.3, 1, 0))),
+  ]
+  for factor in (0.1, 0.6, 1.7):
+    cases += [(recipes.color, factor, ImageEnhance.Color(pil).enhance(factor)),
+              (recipes.contrast, factor, ImageEnhance.Contrast(pil).enhance(factor)),
+              (recipes.brightness, factor, ImageEnhance.Brightness(pil).enhance(factor)),
+              (recipes.sharpness, factor, ImageEnhance.Sharpness(pil).enhance(factor))]
+  blends = (recipes.color, recipes.contrast, recipes.brightness, recipes.sharpness)
+  for fn, value, expected in cases:
+    out = np.asarray(jax.jit(fn)(jnp.asarray(x), value))
+    assert out.dtype == np.uint8
+    expected = np.asarray(expected)
+    if fn in blends:
+      # PIL blends with the float32 factor (0.6 is 0.60000002) and truncates, so where the
+      # exact value is whole it can come out one lower; ours is the exact value's floor.
+      diff = np.abs(out.astype(int) - expected)
+      assert diff.max() <= 1 and diff.mean() < 0.03, f'{fn.__name__}({value})'
+    else:
+      np.testing.assert_array_equal(out, expected, err_msg=f'{fn.__name__}({value})')
+
+
+def test_image_ops_on_small_arrays_give_known_values():
+  x = jnp.asarray(np.arange(0, 256, 17, dtype=np.uint8).reshape(4, 4, 1).repeat(3, -1))
+  v = np.asarray(x)
+  np.testing.assert_array_equal(recipes.solarize(x, 128.0), np.where(v >= 128, 255 - v, v))
+  np.testing.assert_array_equal(recipes.solarize(x, 256.0), v)  # Magnitude 0: unchanged.
+  np.testing.assert_array_equal(recipes.posterize(x, 2.0), v & 0b11000000)
+  np.testing.assert_array_equal(recipes.posterize(x, 8.0), v)
+  np.testing.assert_array_equal(recipes.rotate(x, 90.0), np.rot90(v))  # Counter-clockwise.
+  np.testing.assert_array_equal(recipes.rotate(x, 0.0), v)
+  fill = recipes.FILL
+  expected = np.full_like(v, fill)
+  expected[:, :3] = v[:, 1:]  # +1/4 of 4 pixels: content moves 1 left, grey enters on the right.
+  np.testing.assert_array_equal(recipes.translate_x(x, 0.25), expected)
+  expected = np.full_like(v, fill)
+  expected[2:] = v[:2]  # -1/2: content moves 2 down.
+  np.testing.assert_array_equal(recipes.translate_y(x, -0.5), expected)
+  np.testing.assert_array_equal(recipes.translate_x(x, 0.2), v)  # 0.8 pixel truncates to none.
+  for op in (recipes.color, recipes.contrast, recipes.brightness, recipes.sharpness):
+    np.testing.assert_array_equal(op(x, 1.0), v)
+  np.testing.assert_array_equal(recipes.brightness(x, 0.0), np.zeros_like(v))
+
+
+def test_op_values_follow_the_torchvision_ranges():
+  names = ['Rotate', 'Solarize', 'Posterize', 'Color', 'ShearX', 'TranslateY', 'Equalize']
+  ops = jnp.array([recipes.OP_NAMES.index(n) for n in names])
+  full = recipes.op_values(ops, jnp.ones(len(ops)), -jnp.ones(len(ops)))
+  np.testing.assert_allclose(full, [-30.0, 0.0, 4.0, 0.1, -0.3, -150 / 331, 0.0], rtol=1e-6)
+  zero = recipes.op_values(ops, jnp.zeros(len(ops)), jnp.ones(len(ops)))
+  np.testing.assert_allclose(zero, [0.0, 256.0, 8.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def test_randaugment_is_deterministic_per_key_and_stays_uint8():
+  images = jnp.asarray(np.stack([_image(s, 16, 16) for s in range(8)]))
+  ra = jax.jit(recipes.randaugment, static_argnums=2)
+  a = ra(jax.random.key(0), images, 2, 9.0)
+  assert a.dtype == jnp.uint8 and a.shape == images.shape
+  np.testing.assert_array_equal(a, ra(jax.random.key(0), images, 2, 9.0))
+  assert np.any(np.asarray(a) != np.asarray(ra(jax.random.key(1), images, 2, 9.0)))
+  assert np.any(np.asarray(a) != np.asarray(images))
+  # Ops are drawn per image: copies of one image come out different.
+  same = jnp.broadcast_to(images[:1], images.shape)
+  outs = np.asarray(ra(jax.random.key(2), same, 2, 9.0)).reshape(8, -1)
+  assert len({o.tobytes() for o in outs}) > 3
+
+
+def test_randaugment_applies_one_of_its_ops_at_the_magnitude():
+  n, magnitude = 24, 5.0
+  images = jnp.asarray(np.stack([_image(s, 12, 12) for s in range(n)]))
+  out = np.asarray(jax.jit(recipes.randaugment, static_argnums=2)(jax.random.key(4), images, 1, magnitude))
+  fraction = magnitude / recipes.RANDAUGMENT_MAX_MAGNITUDE
+  one_op = jax.jit(lambda op, value: recipes.apply_ops(images, jnp.full(n, op), jnp.full(n, value)))
+  candidates = {}  # Every op of the paper's list, at this magnitude with either sign, on every image.
+  for name in recipes.RANDAUGMENT_OPS:
+    op = recipes.OPS[name]
+    for sign in ((1, -1) if op.signed else (1,)):
+      value = op.base + op.scale * fraction * sign
+      candidates[name, sign] = np.asarray(one_op(recipes.OP_NAMES.index(name), value))
+  used = set()
+  for i in range(n):
+    matches = [name for (name, _), c in candidates.items() if np.array_equal(c[i], out[i])]
+    assert matches, f'image {i} is no single RandAugment op of it'
+    used.update(matches)
+  assert len(used) >= 8
+
+
+def test_autoaugment_is_deterministic_per_key_and_stays_uint8():
+  assert len(recipes.CIFAR10_POLICY) == 25
+  for sub in recipes.CIFAR10_POLICY:
+    for name, p, m in sub:
+      assert name in recipes.OPS and 0 <= p <= 1 and 0 <= m <= 9
+  images = jnp.asarray(np.stack([_image(s, 16, 16) for s in range(16)]))
+  aa = jax.jit(recipes.autoaugment)
+  a = aa(jax.random.key(0), images)
+  assert a.dtype == jnp.uint8 and a.shape == images.shape
+  np.testing.assert_array_equal(a, aa(jax.random.key(0), images))
+  assert np.any(np.asarray(a) != np.asarray(aa(jax.random.key(1), images)))
+  # Each op of a sub-policy applies with its probability: some images come out untouched.
+  changed = (np.asarray(a) != np.asarray(images)).reshape(16, -1).any(-1)
+  assert 0 < changed.sum() < 16
+
+
+def test_parse_policy():
+  assert recipes.parse_policy('') is None
+  assert recipes.parse_policy('autoaugment') == recipes.ImagePolicy('autoaugment')
+  assert recipes.parse_policy('2,9') == recipes.ImagePolicy('randaugment', 2, 9.0)
+  assert recipes.parse_policy(' 3, 4.5 ') == recipes.ImagePolicy('randaugment', 3, 4.5)
+  for bad in ('x', '2', '0,5', '2,11', '2,-1', 'a,b', '1,2,3', 'AutoAugment,'):
+    with pytest.raises(ConfigError, match=r"randaugment=.*expected '' \(off\), 'N,M'"):
+      recipes.parse_policy(bad)
+  images = jnp.asarray(np.stack([_image(s, 16, 16) for s in range(8)]))
+  key = jax.random.key(0)
+  assert recipes.apply_policy(key, images, None) is images
+  apply = jax.jit(recipes.apply_policy, static_argnums=2)
+  np.testing.assert_array_equal(apply(key, images, recipes.parse_policy('2,9')),
+                                jax.jit(recipes.randaugment, static_argnums=2)(key, images, 2, 9.0))
+  np.testing.assert_array_equal(apply(key, images, recipes.parse_policy('autoaugment')),
+                                jax.jit(recipes.autoaugment)(key, images))
+
+
+# --------------------------------------------------------------------------
+# Test-time augmentation.
+
+
+def test_tta_averages_the_logits_of_flipped_and_translated_images():
+  n, h, w, c, k = 3, 6, 5, 2, 4
+  rng = np.random.default_rng(5)
+  images = rng.normal(size=(n, h, w, c)).astype(np.float32)
+  weights = rng.normal(size=(h * w * c, k)).astype(np.float32)
+  model = lambda x: x.reshape(x.shape[0], -1) @ weights  # Linear: position-dependent, not flip-invariant.
+  flip = lambda x: x[:, :, ::-1]
+  tta = jax.jit(recipes.tta_logits, static_argnums=(0, 2))
+  np.testing.assert_allclose(tta(model, images, ''), model(images), rtol=1e-5)
+  np.testing.assert_allclose(tta(model, images, 'flip'), 0.5 * model(images) + 0.5 * model(flip(images)), rtol=1e-5)
+  assert not np.allclose(model(images), model(flip(images)))
+  padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
+  views = [images, flip(images)] + [v for s in (padded[:, :h, :w], padded[:, 2:, 2:]) for v in (s, flip(s))]
+  expected = sum(wt * model(v) for wt, v in zip([1 / 4, 1 / 4, 1 / 8, 1 / 8, 1 / 8, 1 / 8], views))
+  np.testing.assert_allclose(tta(model, images, 'flip_translate'), expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ConfigError, match="tta='rotate'"):
+    recipes.tta_logits(model, images, 'rotate')
+
+
+# --------------------------------------------------------------------------
+# EMA.
+
+
+def test_ema_equals_its_recurrence():
+  rng = np.random.default_rng(6)
+  tree = lambda: {'params': {'w': rng.normal(size=(3, 2)).astype(np.float32)},
+                  'batch_stats': {'mean': rng.normal(size=(2,)).astype(np.float32)}}
+  ema = tree()
+  expected = jax.tree.map(np.copy, ema)
+  update = jax.jit(recipes.ema_update)
+  for decay in (0.9, 0.99, 0.5, 0.9):
+    new = tree()
+    ema = update(ema, new, decay)
+    expected = jax.tree.map(lambda e, x: decay * e + (1 - decay) * x, expected, new)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ema, expected)
+
+
+# --------------------------------------------------------------------------
+# SAM.
+
+
+def test_sam_gradient_equals_the_hand_computation_on_a_quadratic():
+  rng = np.random.default_rng(7)
+  m = rng.normal(size=(5, 5))
+  a = (m @ m.T + np.eye(5)).astype(np.float32)
+  b = rng.normal(size=5).astype(np.float32)
+  flat = lambda p: jnp.concatenate([p['u'], p['v'].reshape(-1)])
+  unflat = lambda x: {'u': x[:1], 'v': x[1:].reshape(2, 2)}
+
+  def loss_fn(params):
+    x = flat(params)
+    return 0.5 * x @ a @ x + b @ x, {'aux': x.sum()}
+
+  lr, rho, momentum = 0.1, 0.05, 0.9
+  tx = recipes.sam(optax.sgd(lr, momentum=momentum), rho)
+  params = unflat(jnp.asarray(rng.normal(size=5).astype(np.float32)))
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    grads = jax.grad(loss_fn, has_aux=True)(params)[0]
+    updates, state = tx.update(grads, state, params, grad_fn=recipes.sam_grad_fn(loss_fn))
+    return optax.apply_updates(params, updates), state
+
+  x = np.asarray(flat(params), np.float64)
+  trace = np.zeros(5)
+  for _ in range(3):
+    g = a @ x + b
+    sam_g = a @ (x + rho * g / np.linalg.norm(g)) + b  # The gradient at the ascent point.
+    trace = momentum * trace + sam_g
+    x = x - lr * trace
+    params, state = step(params, state)
+    np.testing.assert_allclose(flat(params), x, rtol=1e-4, atol=1e-5)
+
+
+class _TinyNet(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Dense(4)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+    return nn.Dense(3)(nn.relu(x))
+
+
+class _State(train_state.TrainState):
+  batch_stats: dict
+
+
+def test_sam_step_with_batchnorm_keeps_the_first_pass_statistics():
+  model = _TinyNet()
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(rng.normal(size=(16, 5)).astype(np.float32))
+  y = jnp.asarray(rng.integers(0, 3, 16))
+  variables = model.init(jax.random.key(0), x, train=False)
+  lr, rho = 0.1, 0.1
+  state = _State.create(apply_fn=model.apply, params=variables['params'], tx=recipes.sam(optax.sgd(lr), rho),
+                        batch_stats=variables['batch_stats'])
+
+  def make_loss(state):
+    def loss_fn(params):
+      logits, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+                                       mutable=['batch_stats'])
+      return recipes.cross_entropy(logits, y), updates['batch_stats']
+    return loss_fn
+
+  @jax.jit
+  def step(state):
+    loss_fn = make_loss(state)
+    grads, stats = jax.grad(loss_fn, has_aux=True)(state.params)
+    return recipes.apply_gradients(state, grads, recipes.sam_grad_fn(loss_fn), batch_stats=stats)
+
+  new = step(state)
+  loss_fn = make_loss(state)
+  grads, first_stats = jax.grad(loss_fn, has_aux=True)(state.params)
+  norm = np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grads)))
+  perturbed = jax.tree.map(lambda p, g: p + rho * g / norm, state.params, grads)
+  sam_grads, second_stats = jax.grad(loss_fn, has_aux=True)(perturbed)
+  expected = jax.tree.map(lambda p, g: p - lr * g, state.params, sam_grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), new.params, expected)
+  jax.tree.map(np.testing.assert_array_equal, new.batch_stats, first_stats)
+  assert not np.allclose(second_stats['BatchNorm_0']['mean'], first_stats['BatchNorm_0']['mean'])
+  assert int(new.step) == 1
+  # Without grad_fn it is flax's own apply_gradients.
+  plain = state.replace(tx=optax.sgd(lr), opt_state=optax.sgd(lr).init(state.params))
+  jax.tree.map(np.testing.assert_array_equal, recipes.apply_gradients(plain, grads).params,
+               plain.apply_gradients(grads=grads).params)
