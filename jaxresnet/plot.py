@@ -1,9 +1,11 @@
 """Training curves in the style of He et al. 2016, Figure 6: plain nets beside ResNets.
 
-    python -m jaxresnet.plot --workdir=DIR [DIR...] [--output=curves.png]
+    python -m jaxresnet.plot --workdir=DIR [DIR...] [--output=FILE.png]
 
 Each DIR is a training workdir (it holds metrics.jsonl) or a folder of them,
-such as a `jaxresnet.reproduce` workdir; every run found is one line. As in
+such as a `jaxresnet.reproduce` workdir; every run found is one line, labelled
+by its model, plus its seed or its workdir's name where that is needed to tell
+runs apart. The PNG goes to --output, by default curves.png in the first DIR. As in
 the paper, thin dashed lines are training error and bold lines test error, in
 percent against iterations; plain nets go in the left panel, ResNets in the
 right. Training error at a logged step is 1 - train_accuracy of the steps since
@@ -91,7 +93,7 @@ def mean_curve(curves: Sequence[Curve], label: str) -> Curve:
 
 
 def find_workdirs(paths: Sequence[str]) -> List[str]:
-  """Training workdirs among `paths`: each path itself, or the runs found below it."""
+  """Training workdirs among `paths`: each path itself, or the runs found below it; each run once."""
   found = []
   for path in paths:
     if not os.path.isdir(path):
@@ -103,7 +105,41 @@ def find_workdirs(paths: Sequence[str]) -> List[str]:
     if not below:
       raise DataError(f'no training runs under {path} (no metrics.jsonl found)')
     found += below
-  return found
+  seen = set()  # A run named twice (a dir and its parent) would be two identical lines.
+  return [w for w in found if not (os.path.realpath(w) in seen or seen.add(os.path.realpath(w)))]
+
+
+def _path_tails(workdirs: Sequence[str]) -> List[str]:
+  """The shortest trailing parts of the paths that tell them apart: 'lr0.1', or 'a/seed0' beside 'b/seed0'."""
+  parts = [os.path.normpath(os.path.abspath(w)).strip(os.sep).split(os.sep) for w in workdirs]
+  for k in range(1, max(len(p) for p in parts) + 1):
+    tails = ['/'.join(p[-k:]) for p in parts]
+    if len(set(tails)) == len(tails):
+      return tails
+  return ['/'.join(p) for p in parts]
+
+
+def run_labels(workdirs: Sequence[str], curves: Sequence[Curve]) -> List[str]:
+  """One legend label per run, distinct where the runs are.
+
+  The model's name alone while it is unique; runs of one model add their seed;
+  runs that still look alike (same model and seed, e.g. two learning rates)
+  add the end of their workdir's path instead.
+  """
+  labels = [c.label for c in curves]
+  seeds = [read_config(w).get('seed') for w in workdirs]
+  for label in set(labels):
+    same = [i for i, l in enumerate(labels) if l == label]
+    if len(same) < 2:
+      continue
+    group_seeds = [seeds[i] for i in same]
+    if None not in group_seeds and len(set(map(str, group_seeds))) == len(same):
+      for i in same:
+        labels[i] = f'{label} (seed {seeds[i]})'
+    else:
+      for i, tail in zip(same, _path_tails([workdirs[i] for i in same])):
+        labels[i] = f'{label} ({tail})'
+  return labels
 
 
 def _default_ymax(curves: Sequence[Curve]) -> float:
@@ -153,15 +189,19 @@ def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Opt
   return fig
 
 
-def plot_workdirs(paths: Sequence[str], output: str, dpi: int = DEFAULT_DPI, ymax: Optional[float] = None):
-  """One line per run found under `paths`; runs of one model are told apart by seed."""
+def default_output(paths: Sequence[str]) -> str:
+  """curves.png in the first dir given: beside the runs, not wherever the command happened to start."""
+  return os.path.join(paths[0], 'curves.png')
+
+
+def plot_workdirs(paths: Sequence[str], output: Optional[str] = None, dpi: int = DEFAULT_DPI,
+                  ymax: Optional[float] = None):
+  """One line per run found under `paths`, labelled by run_labels; draws to `output` or default_output."""
   workdirs = find_workdirs(paths)
   curves = [load_curve(w) for w in workdirs]
-  models = [c.model for c in curves]
-  for workdir, curve in zip(workdirs, curves):
-    if models.count(curve.model) > 1:
-      curve.label += f' (seed {read_config(workdir).get("seed", "?")})'
-  return draw(curves, output, dpi=dpi, ymax=ymax)
+  for curve, label in zip(curves, run_labels(workdirs, curves)):
+    curve.label = label
+  return draw(curves, output or default_output(paths), dpi=dpi, ymax=ymax)
 
 
 FLAGS = flags.FLAGS
@@ -171,16 +211,18 @@ def define_flags():
   """Only when run as a program, so modules that import this one can define their own."""
   flags.DEFINE_multi_string('workdir', None, 'Training workdir(s), or folders holding them; more may '
                             'follow as arguments.')
-  flags.DEFINE_string('output', 'curves.png', 'Where the PNG goes.')
+  flags.DEFINE_string('output', None, 'Where the PNG goes (default: curves.png in the first --workdir).')
   flags.DEFINE_integer('dpi', DEFAULT_DPI, f'Resolution: the PNG is {FIGSIZE[0]:g}x{FIGSIZE[1]:g} inches.')
   flags.DEFINE_float('ymax', None, 'Top of the error axis in percent (default: 20, widened to fit).')
   flags.mark_flag_as_required('workdir')
 
 
 def main(argv):
+  paths = FLAGS.workdir + argv[1:]
+  output = FLAGS.output or default_output(paths)
   with exit_on_user_error():
-    plot_workdirs(FLAGS.workdir + argv[1:], FLAGS.output, dpi=FLAGS.dpi, ymax=FLAGS.ymax)
-  print(f'wrote {FLAGS.output}')
+    plot_workdirs(paths, output, dpi=FLAGS.dpi, ymax=FLAGS.ymax)
+  print(f'wrote {output}')
   sys.stdout.flush()
 
 

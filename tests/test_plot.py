@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import run_module
+from conftest import REPO, run_module
 from jaxresnet import plot
 from jaxresnet.errors import DataError
 
@@ -98,3 +98,36 @@ def test_plot_cli_without_runs_is_one_error_line(tmp_path):
 def test_find_workdirs_rejects_a_missing_dir(tmp_path):
   with pytest.raises(DataError, match='is not a directory'):
     plot.find_workdirs([str(tmp_path / 'nope')])
+
+
+def test_plot_cli_without_output_writes_into_the_first_workdir(tmp_path):
+  first = write_run(tmp_path / 'runs' / 'resnet20', 'resnet20')
+  second = write_run(tmp_path / 'runs' / 'plain20', 'plain20')
+  before = os.path.exists(os.path.join(REPO, 'curves.png'))
+  result = run_module('jaxresnet.plot', f'--workdir={first}', second, check=True)
+  output = os.path.join(first, 'curves.png')
+  assert result.stdout.strip() == f'wrote {output}'
+  with Image.open(output) as image:
+    assert image.format == 'PNG'
+  assert os.path.exists(os.path.join(REPO, 'curves.png')) == before  # Not in the current directory.
+  assert not os.path.exists(os.path.join(second, 'curves.png'))
+
+
+def legend(workdirs):
+  return [l.get_label() for l in plot.plot_workdirs(workdirs, dpi=20).axes[0].get_lines() if l.get_linestyle() == '-']
+
+
+def test_two_runs_of_one_model_get_distinct_labels(tmp_path):
+  # Different seeds: the seed tells them apart.
+  by_seed = [write_run(tmp_path / 'seeds' / s, 'resnet20', seed=i) for i, s in enumerate(('x', 'y'))]
+  assert legend(by_seed) == ['ResNet-20 (seed 0)', 'ResNet-20 (seed 1)']
+  # One seed, two settings: the workdirs' names do.
+  by_name = [write_run(tmp_path / 'lr' / name, 'resnet20', seed=0) for name in ('lr0.1', 'lr0.05')]
+  assert legend(by_name) == ['ResNet-20 (lr0.1)', 'ResNet-20 (lr0.05)']
+  # Same last part: as much of the path as it takes.
+  by_path = [write_run(tmp_path / 'paths' / parent / 'seed0', 'resnet20', seed=0) for parent in ('a', 'b')]
+  assert legend(by_path) == ['ResNet-20 (a/seed0)', 'ResNet-20 (b/seed0)']
+  # Other models keep their plain names; a run given twice is drawn once.
+  mixed = [by_name[0], write_run(tmp_path / 'other', 'resnet56'), by_name[0], by_name[1]]
+  assert legend(mixed) == ['ResNet-20 (lr0.1)', 'ResNet-56', 'ResNet-20 (lr0.05)']
+  assert os.path.exists(os.path.join(by_name[0], 'curves.png'))  # The default output: the first dir given.
