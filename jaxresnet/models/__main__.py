@@ -18,15 +18,19 @@ from jaxresnet import models
 
 
 def configs_dir() -> Optional[str]:
-  """The repository's configs/: the importable `configs` package, or the one beside this package.
+  """The repository's configs/, wherever this copy of jaxresnet finds it.
 
-  The second covers a clone used from another directory, where `configs` is not on the path.
+  Installed, it is the package jaxresnet.configs (or `configs` in older
+  installs); in a clone used from another directory, the folder beside the
+  jaxresnet package.
   """
-  try:
-    spec = importlib.util.find_spec('configs')
-  except (ImportError, ValueError):
-    spec = None
-  locations = list(spec.submodule_search_locations or []) if spec else []
+  locations = []
+  for name in ('jaxresnet.configs', 'configs'):
+    try:
+      spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+      spec = None
+    locations += list(spec.submodule_search_locations or []) if spec else []
   package = os.path.dirname(os.path.dirname(os.path.abspath(models.__file__)))
   locations.append(os.path.join(os.path.dirname(package), 'configs'))
   return next((d for d in locations if os.path.isfile(os.path.join(d, 'default.py'))), None)
