@@ -7,7 +7,7 @@ forward, the input gradient (dx) and the weight gradient (dw). This times each
 direction alone for the three layer shapes of the CIFAR ResNets (16 channels at
 32x32, 32 at 16x16, 64 at 8x8; NHWC), with
 
-  * XLA as the product compiles it (`train.compiler_options()`), and, on CPU,
+  * XLA as the product compiles it (`devices.compiler_options()`), and, on CPU,
     with YNNPACK convolutions switched on (`LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION`,
     jaxlib's default, which the product turns off);
   * PyTorch (oneDNN on CPU), NCHW as its eager default, and channels_last.
@@ -34,7 +34,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import host  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxresnet import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet import devices  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
@@ -88,7 +88,7 @@ def torch_directions(torch, c: int, h: int, batch: int, channels_last: bool) -> 
 
 def measure() -> Dict[str, Any]:
   on_cpu = jax.default_backend() == 'cpu'
-  product = train.compiler_options() or {}
+  product = devices.compiler_options() or {}
   implementations = {'xla (product)': product}
   if on_cpu and product:
     libraries = product['xla_cpu_experimental_ynn_fusion_type']

@@ -7,7 +7,7 @@ For each model, in one process and on the same device:
 
   * jaxresnet's own code path: `train.build` for the state, `train.make_train_fn`
     (on-device gather by the epoch's permutation, normalization, random crop and
-    flip, the train step, BatchNorm update, SGD) and `train.make_eval_fn`, on
+    flip, the train step, BatchNorm update, SGD) and `evaluation.make_eval_fn`, on
     synthetic uint8 images of CIFAR shape kept on the device, as in a real run.
     Also timed: `train.train_step` alone on a ready float batch (what the input
     pipeline costs), and optionally several steps per jit call (`--scan_steps`)
@@ -54,8 +54,10 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
 from benchmarks import host
-from configs import default as default_config
+from jaxresnet.configs import default as default_config
 from jaxresnet import data
+from jaxresnet import devices
+from jaxresnet import evaluation
 from jaxresnet import models
 from jaxresnet import train
 from jaxresnet.errors import JaxresnetError, exit_on_user_error
@@ -202,27 +204,28 @@ class JaxModel:
     config = benchmark_config(name, batch_size, precision)
     steps_per_epoch = 8
     dataset = synthetic_dataset(batch_size * steps_per_epoch)
-    mesh = train.make_mesh()
-    model, state, _ = train.build(config, dataset, mesh, num_train_steps=10**6)
+    mesh = devices.make_mesh()
+    model, state, _ = train.build(config, dataset, mesh)
     self.num_params = models.count_params(state.params)
     self.macs = models.count_macs(model, dataset.train_images.shape[1:])
-    images = train.replicate(mesh, dataset.train_images)
-    labels = train.replicate(mesh, dataset.train_labels)
+    images = devices.replicate(mesh, dataset.train_images)
+    labels = devices.replicate(mesh, dataset.train_labels)
     permutation = train.make_permutation_fn(mesh, len(dataset.train_labels))(jax.random.PRNGKey(0), 0)
     self.compile_seconds: Dict[str, float] = {}
     self.memory_bytes: Dict[str, Optional[int]] = {}
 
-    train_fn = train.make_train_fn(mesh, batch_size, steps_per_epoch, config.augment)
+    train_fn = train.make_train_fn(mesh, config, steps_per_epoch)
     args = (images, labels, permutation)
     self.variants = [self._stepper('train', train_fn, copy_state(state), args)]
     # The pure step on a ready batch: the difference to 'train' is the on-device input pipeline.
     # Compiled with the product's XLA options, as make_train_fn compiles 'train'.
     batch = (train.prepare_images(state, images[:batch_size], augment=False), labels[:batch_size])
-    step_only = jax.jit(train.train_step, donate_argnums=(0,), compiler_options=train.compiler_options())
+    step_only = jax.jit(train.train_step, donate_argnums=(0,), compiler_options=devices.compiler_options())
     self.variants.append(self._stepper('train_step_only', step_only, copy_state(state), batch))
     if scan_steps > 1:
       name = f'train_scan{scan_steps}' + ('_unrolled' if scan_unroll else '')
-      self.variants.append(self._stepper(name, scan(train_fn, scan_steps, scan_unroll),
+      pure_train_fn = train.make_train_fn(mesh, config, steps_per_epoch, jit=False)
+      self.variants.append(self._stepper(name, scan(pure_train_fn, scan_steps, scan_unroll),
                                          copy_state(state), args, scan_steps))
     if compiler_options:
       self.variants.append(self._stepper('train_compiler_options', train_fn, copy_state(state), args,
@@ -230,9 +233,9 @@ class JaxModel:
 
     # One eval call runs the product's eval over a whole split of `eval_batches` batches.
     index = np.arange(batch_size * eval_batches) % len(dataset.train_labels)
-    split = train.EvalSet(mesh, dataset.train_images[index], dataset.train_labels[index], batch_size)
+    split = evaluation.EvalSet(mesh, dataset.train_images[index], dataset.train_labels[index], batch_size)
     eval_args = (split.images, split.labels, split.mask)
-    eval_fn = self._compile('eval', train.make_eval_fn(mesh, batch_size), state, *eval_args)
+    eval_fn = self._compile('eval', evaluation.make_eval_fn(mesh, batch_size), state, *eval_args)
 
     def run_eval(n):
       done = 0
@@ -268,16 +271,15 @@ class JaxModel:
     return timed
 
 
-def scan(train_fn, steps: int, unroll: bool = False):
-  """`steps` calls of the product's train function inside one jit call (lax.scan)."""
-  step = train_fn.__wrapped__  # The Python function: XLA options belong to the outer jit only.
+def scan(pure_train_fn, steps: int, unroll: bool = False):
+  """`steps` calls of the product's (unjitted) train function inside one jit call (lax.scan)."""
 
   def multi(state, images, labels, permutation):
     def body(s, _):
-      return step(s, images, labels, permutation)
+      return pure_train_fn(s, images, labels, permutation)
     return jax.lax.scan(body, state, None, length=steps, unroll=unroll)
 
-  return jax.jit(multi, donate_argnums=(0,), compiler_options=train.compiler_options())
+  return jax.jit(multi, donate_argnums=(0,), compiler_options=devices.compiler_options())
 
 
 # --------------------------------------------------------------------------
@@ -542,14 +544,14 @@ def end_to_end(name: str, torch, settings: Dict[str, Any]) -> Dict[str, Any]:
 
 def _jax_epoch(config, dataset, steps, warmup) -> Dict[str, Any]:
   """The product's training loop body: permutation per epoch, on-device gather and augment, step."""
-  mesh = train.make_mesh()
+  mesh = devices.make_mesh()
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
-  _, state, _ = train.build(config, dataset, mesh, num_train_steps=steps_per_epoch)
+  _, state, _ = train.build(config, dataset, mesh)
   start = time.perf_counter()
-  images, labels = train.replicate(mesh, dataset.train_images), train.replicate(mesh, dataset.train_labels)
+  images, labels = devices.replicate(mesh, dataset.train_images), devices.replicate(mesh, dataset.train_labels)
   jax.block_until_ready((images, labels))
   to_device = time.perf_counter() - start
-  train_fn = train.make_train_fn(mesh, config.batch_size, steps_per_epoch, config.augment)
+  train_fn = train.make_train_fn(mesh, config, steps_per_epoch)
   permutation_fn = train.make_permutation_fn(mesh, len(dataset.train_labels))
   key = jax.random.PRNGKey(config.seed)
   permutation = permutation_fn(key, 0)

@@ -8,7 +8,7 @@ is this repository's choice (the source gives none): Adam lr 1e-3, batch 64,
 
     python -m jaxresnet.main --config=configs/cnn_deep.py --workdir=/tmp/cnn_deep
 """
-from configs import cnn_small
+from jaxresnet.configs import cnn_small
 
 
 def get_config():

@@ -6,7 +6,7 @@ this repository's choice (the source gives none): Adam lr 1e-3, batch 64,
 
     python -m jaxresnet.main --config=configs/cnn_small.py --workdir=/tmp/cnn_small
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

@@ -4,7 +4,7 @@
 
 Paper: not in the paper (which shows plain nets up to 56 layers).
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

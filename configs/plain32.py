@@ -4,7 +4,7 @@
 
 Paper: about 10% test error, read from Figure 6 (left).
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

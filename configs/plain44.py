@@ -4,7 +4,7 @@
 
 Paper: about 12% test error, read from Figure 6 (left).
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

@@ -6,7 +6,7 @@ Paper: 7.93% test error (Table 6, 64k iterations, batch 128).
 
 The paper reports overfitting at this depth; it needs a large-memory GPU.
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

@@ -5,7 +5,7 @@ dropout 0.1, batch 64, 200 epochs).
 
     python -m jaxresnet.main --config=configs/resnet18.py --workdir=/tmp/resnet18
 """
-from configs import resnet18_1111
+from jaxresnet.configs import resnet18_1111
 
 
 def get_config():

@@ -7,7 +7,7 @@ dropout 0.1 before the classifier, batch 64, 200 epochs. Not reproduced here.
 
     python -m jaxresnet.main --config=configs/resnet18_1111.py --workdir=/tmp/resnet18_1111
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

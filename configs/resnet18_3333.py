@@ -5,7 +5,7 @@ dropout 0.1, batch 64, 200 epochs).
 
     python -m jaxresnet.main --config=configs/resnet18_3333.py --workdir=/tmp/resnet18_3333
 """
-from configs import resnet18_1111
+from jaxresnet.configs import resnet18_1111
 
 
 def get_config():

@@ -11,7 +11,7 @@ reproduced here.
 
 Squeeze-excitation blocks: add --config.squeeze_excitation=True.
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

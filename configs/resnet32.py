@@ -4,7 +4,7 @@
 
 Paper: 7.51% test error (Table 6, 64k iterations, batch 128).
 """
-from configs import default
+from jaxresnet.configs import default
 
 
 def get_config():

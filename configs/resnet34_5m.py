@@ -7,7 +7,7 @@ weight decay 5e-4, dropout 0.1, 200 epochs. Not reproduced here.
 
     python -m jaxresnet.main --config=configs/resnet34_5m.py --workdir=/tmp/resnet34_5m
 """
-from configs import resnet26_5m
+from jaxresnet.configs import resnet26_5m
 
 
 def get_config():

@@ -7,7 +7,7 @@ weight decay 5e-4, dropout 0.1), for 300 epochs. Not reproduced here.
 
     python -m jaxresnet.main --config=configs/resnet50_5m.py --workdir=/tmp/resnet50_5m
 """
-from configs import resnet26_5m
+from jaxresnet.configs import resnet26_5m
 
 
 def get_config():

@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
@@ -30,9 +31,9 @@ import numpy as np
 from jaxresnet import checkpoints
 from jaxresnet import config as config_lib
 from jaxresnet import data
+from jaxresnet import devices
+from jaxresnet import evaluation
 from jaxresnet import models
-from jaxresnet import optim
-from jaxresnet import train
 from jaxresnet.errors import CheckpointError, exit_on_extra_arguments, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -50,7 +51,7 @@ def define_flags():
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """WORKDIR/config.json; fields added to configs/default.py since the run started get their defaults."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from jaxresnet.configs import default  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise CheckpointError(f'{workdir} is not a training workdir: it has no config.json')
@@ -65,11 +66,12 @@ def restore_model(workdir: str, step=None):
   """(config, metadata, mesh, state) from the checkpoint alone, without reading any data.
 
   The checkpoint's metadata gives the classes and image shape, its state the
-  normalization: enough to evaluate or predict on images from anywhere.
+  parameters, BatchNorm statistics and normalization: enough to evaluate or
+  predict on images from anywhere. The optimizer state is not read.
   """
   config = load_run_config(workdir)
   config_lib.validate(config)
-  mesh = train.make_mesh()
+  mesh = devices.make_mesh()
   manager = checkpoints.create_manager(workdir, read_only=True)
   if manager.latest_step() is None:
     raise CheckpointError(f'{checkpoints.checkpoint_dir(workdir)} holds no checkpoint')
@@ -83,15 +85,22 @@ def restore_model(workdir: str, step=None):
                           f'{checkpoints.first_line(e)}') from None
   image_shape = tuple(metadata['image_shape'])
   model = models.from_config(config, num_classes=len(metadata['class_names']))
-  # Only the state's structure matters here: every value comes from the checkpoint.
-  tx = optim.create_optimizer(config, lambda count: config.learning_rate)
-  mean, std = data.input_statistics(np.zeros((1, *image_shape), np.uint8), config.normalization)
-  init = functools.partial(train.create_train_state, model, tx, jax.random.PRNGKey(config.seed),
-                           mean, std, image_shape)
-  state = jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
-  state = checkpoints.restore(manager, state, step)
+  state = jax.jit(functools.partial(empty_inference_state, model, config.normalization, image_shape),
+                  out_shardings=NamedSharding(mesh, P()))()
+  state = checkpoints.restore(manager, state, step, fields=evaluation.INFERENCE_FIELDS)
   manager.close()
   return config, metadata, mesh, state
+
+
+def empty_inference_state(model, normalization: str, image_shape) -> evaluation.InferenceState:
+  """An InferenceState of the right shapes, all zeros: the restore target."""
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  # Shapes only: the values come from the checkpoint.
+  mean, std = jax.eval_shape(lambda: data.input_statistics(np.zeros((1, *image_shape), np.uint8), normalization))
+  zeros = lambda tree: jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+  return evaluation.InferenceState(step=jnp.zeros((), jnp.int32), params=zeros(variables['params']),
+                                   batch_stats=zeros(variables.get('batch_stats', {})),
+                                   input_mean=zeros(mean), input_std=zeros(std), apply_fn=model.apply)
 
 
 def restore_run(workdir: str, step=None):
@@ -166,9 +175,9 @@ def main(argv):
       config, dataset, mesh, state = restore_run(FLAGS.workdir, FLAGS.step)
       class_names, images, labels = dataset.class_names, dataset.test_images, dataset.test_labels
       where = 'test'
-    split = train.EvalSet(mesh, images, labels, config.eval_batch_size)
-    result = train.evaluate(train.make_eval_fn(mesh, config.eval_batch_size), state, split)
-  step = int(train.to_host(state.step))
+    split = evaluation.EvalSet(mesh, images, labels, config.eval_batch_size)
+    result = evaluation.evaluate(evaluation.make_eval_fn(mesh, config.eval_batch_size), state, split)
+  step = int(devices.to_host(state.step))
   print(f'{config.model} at step {step} on {where}: loss {result["loss"]:.4f}  '
         f'accuracy {100 * result["accuracy"]:.2f}%  error {100 * (1 - result["accuracy"]):.2f}%')
   confusion = np.asarray(result['confusion_matrix'])

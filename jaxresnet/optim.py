@@ -1,7 +1,8 @@
-"""Learning-rate schedules and optimizers, all from Optax."""
-import optax
+"""Learning-rate schedules and optimizers, all from Optax.
 
-from jaxresnet.errors import ConfigError
+The config's choices (schedule, optimizer, ...) were checked by config.validate.
+"""
+import optax
 
 
 def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps: int) -> optax.Schedule:
@@ -15,10 +16,8 @@ def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps:
         {int(round(to_steps(b))) - warmup: config.lr_decay_factor for b in config.lr_boundaries})
   elif config.schedule == 'cosine':
     main = optax.cosine_decay_schedule(config.learning_rate, max(1, num_train_steps - warmup))
-  elif config.schedule == 'constant':
+  else:  # 'constant'
     main = optax.constant_schedule(config.learning_rate)
-  else:
-    raise ConfigError(f'unknown schedule {config.schedule!r}; known: step, cosine, constant')
   if warmup <= 0:
     return main
   if config.warmup == 'linear':
@@ -36,9 +35,7 @@ def _direction(config) -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2)
   if config.optimizer == 'rmsprop':
     return optax.scale_by_rms(decay=config.rmsprop_decay)
-  if config.optimizer == 'adagrad':
-    return optax.scale_by_rss()
-  raise ConfigError(f'unknown optimizer {config.optimizer!r}; known: sgd, adam, adamw, rmsprop, adagrad')
+  return optax.scale_by_rss()  # 'adagrad'
 
 
 def create_optimizer(config, learning_rate: optax.Schedule) -> optax.GradientTransformation:

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxresnet import data
 from jaxresnet import evaluate
-from jaxresnet import train
+from jaxresnet import evaluation
 from jaxresnet.errors import DataError, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -56,9 +56,7 @@ def make_predict_fn():
   """jit(state, uint8 images) -> class probabilities, normalized as in training."""
 
   def predict_fn(state, images):
-    logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                            train.prepare_images(state, images, augment=False), train=False)
-    return jax.nn.softmax(logits)
+    return jax.nn.softmax(evaluation.logits(state, images))
 
   return jax.jit(predict_fn)
 

@@ -58,7 +58,7 @@ def image_folder(tmp_path):
 
 def tiny_config(data_dir, **overrides):
   """The default config shrunk to a few steps of the smallest ResNet on a tiny folder."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from jaxresnet.configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.update(model='resnet8', dataset='image_folder', data_dir=data_dir, batch_size=8,
                 eval_batch_size=8, num_val_examples=8, num_train_steps=6, log_every_steps=2,

@@ -13,14 +13,14 @@ CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(R
 
 
 def load(name):
-  return importlib.import_module(f'configs.{name}').get_config()
+  return importlib.import_module(f'jaxresnet.configs.{name}').get_config()
 
 
 @pytest.mark.parametrize('name', CONFIG_FILES)
 def test_every_config_file_is_valid_and_documents_its_command(name):
   config = load(name)
   config_lib.validate(config)
-  doc = importlib.import_module(f'configs.{name}').__doc__
+  doc = importlib.import_module(f'jaxresnet.configs.{name}').__doc__
   assert f'--config=configs/{name}.py' in doc
 
 

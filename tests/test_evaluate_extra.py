@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxresnet import data, evaluate, train
+from jaxresnet import data, devices, evaluate, train
 from jaxresnet.errors import DataError
 from conftest import run_module, tiny_config, write_image_folder
 
@@ -88,5 +88,5 @@ def test_restore_model_needs_no_data_and_loads_old_configs(run):
   json.dump(saved, open(config_path, 'w'))
   config, metadata, _, state = evaluate.restore_model(moved)
   assert metadata['class_names'] == ['cat', 'dog', 'ship'] and config.weight_decay_type == 'l2'
-  for a, b in zip(jax.tree_util.tree_leaves(train.to_host(full)), jax.tree_util.tree_leaves(train.to_host(state))):
+  for a, b in zip(jax.tree_util.tree_leaves(devices.to_host(full)), jax.tree_util.tree_leaves(devices.to_host(state))):
     np.testing.assert_array_equal(a, b)

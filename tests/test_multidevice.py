@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxresnet import data, train
+from jaxresnet import data, devices, train
 from conftest import REPO, tiny_config
 
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'
@@ -35,11 +35,11 @@ def mesh_of(n):
 
 
 def run_steps(config, dataset, mesh, num_steps):
-  _, state, _ = train.build(config, dataset, mesh, num_steps)
+  _, state, _ = train.build(config, dataset, mesh)
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
-  train_fn = train.make_train_fn(mesh, config.batch_size, steps_per_epoch, augment=True)
+  train_fn = train.make_train_fn(mesh, config, steps_per_epoch)
   permutation = train.make_permutation_fn(mesh, len(dataset.train_labels))(jax.random.PRNGKey(0), 0)
-  images, labels = train.replicate(mesh, dataset.train_images), train.replicate(mesh, dataset.train_labels)
+  images, labels = devices.replicate(mesh, dataset.train_images), devices.replicate(mesh, dataset.train_labels)
   for _ in range(num_steps):
     state, metrics = train_fn(state, images, labels, permutation)
   return state, metrics
@@ -60,8 +60,8 @@ def test_four_device_step_equals_one_device_step(image_folder):
   np.testing.assert_allclose(float(one_metrics['loss']), float(four_metrics['loss']), rtol=1e-5)
   # Parameters and BatchNorm statistics match: the statistics are taken over the global batch, not
   # per device (per-device statistics would give different running variances and gradients).
-  for a, b in zip(jax.tree_util.tree_leaves(train.to_host((one.params, one.batch_stats))),
-                  jax.tree_util.tree_leaves(train.to_host((four.params, four.batch_stats)))):
+  for a, b in zip(jax.tree_util.tree_leaves(devices.to_host((one.params, one.batch_stats))),
+                  jax.tree_util.tree_leaves(devices.to_host((four.params, four.batch_stats)))):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 

@@ -13,15 +13,21 @@ import jax
 import numpy as np
 import pytest
 
-from jaxresnet import checkpoints, evaluate, main, train
+from jaxresnet import checkpoints, data, devices, evaluate, jobs, main, train
 from jaxresnet import config as config_lib
 from jaxresnet.errors import CheckpointError, ConfigError
 from conftest import REPO, run_module, tiny_config, write_image_folder
 
 
 def final_state(workdir):
-  _, _, _, state = evaluate.restore_run(workdir)
-  return train.to_host({'params': state.params, 'batch_stats': state.batch_stats,
+  """The whole train state of the workdir's newest checkpoint, optimizer and key included."""
+  config = evaluate.load_run_config(workdir)
+  dataset = data.load_dataset(config)
+  _, state, _ = train.build(config, dataset, devices.make_mesh())
+  manager = checkpoints.create_manager(workdir, read_only=True)
+  state, _ = checkpoints.restore_newest(manager, state, checkpoints.run_metadata(config, dataset))
+  manager.close()
+  return devices.to_host({'params': state.params, 'batch_stats': state.batch_stats,
                         'opt_state': state.opt_state, 'step': state.step, 'rng': state.rng})
 
 
@@ -143,7 +149,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(image_folder, 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   config = tiny_config(image_folder, learning_rate=1e30, checkpoint_every_steps=1, log_every_steps=1)
-  with pytest.raises(train.NonFiniteLossError, match=r'training diverged at step (\d+)') as info:
+  with pytest.raises(jobs.NonFiniteLossError, match=r'training diverged at step (\d+)') as info:
     train.train_and_evaluate(config, workdir)
   bad_step = int(info.value.args[0].split('at step ')[1].split(' ')[0])
   saved = checkpoints.create_manager(workdir, read_only=True).all_steps()

@@ -6,14 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import checkpoints, data, evaluate, models, train
+from jaxresnet import checkpoints, data, devices, evaluate, evaluation, models, train
 from conftest import run_module, tiny_config
 
 
 def setup(config, mesh=None):
-  mesh = mesh or train.make_mesh()
+  mesh = mesh or devices.make_mesh()
   dataset = data.load_dataset(config)
-  model, state, _ = train.build(config, dataset, mesh, config.num_train_steps)
+  model, state, _ = train.build(config, dataset, mesh)
   return mesh, dataset, model, state
 
 
@@ -36,10 +36,10 @@ def test_train_step_learns_a_fixed_batch(image_folder):
 def test_eval_step_counts_only_unmasked_examples(image_folder):
   config = tiny_config(image_folder)
   _, dataset, _, state = setup(config)
-  images = train.prepare_images(state, jnp.asarray(dataset.test_images), augment=False)
+  images = jnp.asarray(dataset.test_images)
   labels = jnp.asarray(dataset.test_labels)
-  full = train.eval_step(state, images, labels, jnp.ones(12, bool))
-  half = train.eval_step(state, images, labels, jnp.arange(12) < 6)
+  full = evaluation.eval_step(state, images, labels, jnp.ones(12, bool))
+  half = evaluation.eval_step(state, images, labels, jnp.arange(12) < 6)
   assert float(full['count']) == 12 and float(half['count']) == 6
   assert float(full['confusion'].sum()) == 12 and float(half['confusion'].sum()) == 6
   np.testing.assert_allclose(full['confusion'].sum(axis=1), np.bincount(dataset.test_labels, minlength=3))
@@ -48,16 +48,16 @@ def test_eval_step_counts_only_unmasked_examples(image_folder):
 def test_evaluate_pads_the_last_batch(image_folder):
   config = tiny_config(image_folder)
   mesh, dataset, _, state = setup(config)
-  split = train.EvalSet(mesh, dataset.test_images, dataset.test_labels, batch_size=5)  # 12 = 5 + 5 + 2
-  result = train.evaluate(train.make_eval_fn(mesh, 5), state, split)
-  direct = train.eval_step(state, train.prepare_images(state, jnp.asarray(dataset.test_images), False),
-                           jnp.asarray(dataset.test_labels), jnp.ones(12, bool))
+  split = evaluation.EvalSet(mesh, dataset.test_images, dataset.test_labels, batch_size=5)  # 12 = 5 + 5 + 2
+  result = evaluation.evaluate(evaluation.make_eval_fn(mesh, 5), state, split)
+  direct = evaluation.eval_step(state, jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels),
+                                jnp.ones(12, bool))
   assert result['accuracy'] == pytest.approx(float(direct['correct']) / 12)
   assert result['loss'] == pytest.approx(float(direct['loss_sum']) / 12, rel=1e-5)
 
 
 def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
-  mesh = train.make_mesh()
+  mesh = devices.make_mesh()
   permutation = train.make_permutation_fn(mesh, 50)
   key = jax.random.PRNGKey(0)
   a, b, c = permutation(key, 0), permutation(key, 0), permutation(key, 1)
@@ -92,7 +92,7 @@ def test_same_seed_same_run_other_seed_other_run(image_folder, tmp_path):
   for name, seed in (('a', 0), ('b', 0), ('c', 1)):
     train.train_and_evaluate(tiny_config(image_folder, seed=seed, num_train_steps=3), str(tmp_path / name))
     _, _, _, state = evaluate.restore_run(str(tmp_path / name))
-    runs[name] = jax.tree_util.tree_leaves(train.to_host(state.params))
+    runs[name] = jax.tree_util.tree_leaves(devices.to_host(state.params))
   assert all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['b']))
   assert not all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['c']))
 

@@ -1,0 +1,102 @@
+"""Evaluation over a whole split: the pure eval step, the split on the devices, and one jit call per split.
+
+Everything here reads only `apply_fn`, `params`, `batch_stats`, `input_mean` and
+`input_std` of a state, so it serves a `train.TrainState` during training and
+an `InferenceState` restored without its optimizer (evaluate, predict).
+"""
+from typing import Any, Callable, Dict
+
+import flax
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxresnet import data
+from jaxresnet import devices
+
+
+class InferenceState(flax.struct.PyTreeNode):
+  """What a trained net needs to classify images: no optimizer, no training randomness."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  input_mean: jax.Array  # The training set's normalization, stored in every checkpoint.
+  input_std: jax.Array
+  apply_fn: Callable = flax.struct.field(pytree_node=False)
+
+
+INFERENCE_FIELDS = ('step', 'params', 'batch_stats', 'input_mean', 'input_std')
+
+
+def logits(state, images_uint8: jnp.ndarray) -> jnp.ndarray:
+  """The net's logits for uint8 images, normalized as in training."""
+  images = data.normalize(images_uint8, state.input_mean, state.input_std)
+  return state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
+
+
+def eval_step(state, images_uint8: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray):
+  """Sums over the real (mask=1) examples of a batch: loss, correct, count, confusion matrix."""
+  batch_logits = logits(state, images_uint8)
+  num_classes = batch_logits.shape[-1]
+  losses = optax.softmax_cross_entropy_with_integer_labels(batch_logits, labels)
+  predictions = jnp.argmax(batch_logits, -1)
+  weights = mask.astype(jnp.float32)
+  confusion = jnp.einsum('n,ni,nj->ij', weights, jax.nn.one_hot(labels, num_classes),
+                         jax.nn.one_hot(predictions, num_classes))
+  return {'loss_sum': jnp.sum(losses * weights),
+          'correct': jnp.sum((predictions == labels) * weights),
+          'count': jnp.sum(weights),
+          'confusion': confusion}
+
+
+class EvalSet:
+  """One split on the devices, padded to whole batches with a mask, evaluated in one jit call."""
+
+  def __init__(self, mesh, images: np.ndarray, labels: np.ndarray, batch_size: int):
+    self.size = len(labels)
+    padded = -len(labels) % batch_size
+    self.images = devices.replicate(
+        mesh, np.concatenate([images, np.zeros((padded, *images.shape[1:]), images.dtype)]))
+    self.labels = devices.replicate(mesh, np.concatenate([labels, np.zeros((padded,), labels.dtype)]))
+    self.mask = devices.replicate(mesh, np.concatenate([np.ones(len(labels), bool), np.zeros(padded, bool)]))
+
+
+def eval_splits(mesh, dataset: data.Dataset, batch_size: int) -> Dict[str, EvalSet]:
+  """The run's validation and test splits on the devices (a split without examples is left out)."""
+  splits = {'val': (dataset.val_images, dataset.val_labels), 'test': (dataset.test_images, dataset.test_labels)}
+  return {name: EvalSet(mesh, images, labels, batch_size) for name, (images, labels) in splits.items() if len(labels)}
+
+
+def make_eval_fn(mesh, batch_size: int):
+  """jit(state, images, labels, mask) -> summed eval_step results over the whole split."""
+  batch = NamedSharding(mesh, P('data'))
+
+  def eval_fn(state, images, labels, mask):
+    def body(totals, i):
+      window = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
+      batch_images = jax.lax.with_sharding_constraint(window(images), batch)
+      out = eval_step(state, batch_images, window(labels), window(mask))
+      return jax.tree_util.tree_map(jnp.add, totals, out), None
+
+    zeros = jax.eval_shape(eval_step, state, images[:batch_size], labels[:batch_size], mask[:batch_size])
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    totals, _ = jax.lax.scan(body, zeros, jnp.arange(images.shape[0] // batch_size))
+    return totals
+
+  return jax.jit(eval_fn, out_shardings=NamedSharding(mesh, P()), compiler_options=devices.compiler_options())
+
+
+def summarize(totals) -> Dict[str, Any]:
+  """Host numbers of one split from eval_fn's sums."""
+  confusion = np.asarray(totals['confusion'])
+  per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+  return {'loss': float(totals['loss_sum'] / totals['count']),
+          'accuracy': float(totals['correct'] / totals['count']),
+          'per_class_accuracy': per_class.tolist(),
+          'confusion_matrix': confusion.astype(np.int64).tolist()}
+
+
+def evaluate(eval_fn, state, split: EvalSet) -> Dict[str, Any]:
+  return summarize(devices.to_host(eval_fn(state, split.images, split.labels, split.mask)))

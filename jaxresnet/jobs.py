@@ -1,0 +1,230 @@
+"""The periodic jobs of the training loop, each a small object with its own state.
+
+`train.train_and_evaluate` calls them in this order after every step:
+
+    EpochOrder     the example order of the current epoch (a new permutation when an epoch starts)
+    MetricWindow   collects the step's device metrics; `check()` fetches them and stops
+                   the run on a non-finite loss (the divergence check, before any save)
+    Chrono         training images per second between log lines, compile and eval excluded
+    Checkpointer   saves the state (asynchronously) and knows the last good step
+    Evaluator      evaluates every split, after the save, so a failure there costs no checkpoint
+    Console        writes the step's record to metrics.jsonl/TensorBoard and one line to the terminal
+
+`Due` says which jobs are due after a step; stopping on SIGTERM/SIGINT is `preemption.StopRequest`.
+"""
+import contextlib
+import dataclasses
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from jaxresnet import checkpoints
+from jaxresnet import devices
+from jaxresnet import evaluation
+from jaxresnet.errors import CheckpointError
+from jaxresnet.metric_writers import MetricWriter
+
+
+def itstime(step: int, every: int, total_steps: int, force: bool = False) -> bool:
+  """Whether a job run every `every` steps (0: never) is due after `step`; always at the end."""
+  return force or step == total_steps or (every > 0 and step % every == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Due:
+  """Which periodic jobs run after a step. A stop request forces a log line and a checkpoint."""
+  log: bool
+  save: bool
+  eval: bool
+
+  @classmethod
+  def after(cls, step: int, config, total_steps: int, stopping: bool = False) -> 'Due':
+    return cls(log=itstime(step, config.log_every_steps, total_steps, stopping),
+               save=itstime(step, config.checkpoint_every_steps, total_steps, stopping),
+               eval=itstime(step, config.eval_every_steps, total_steps))
+
+  @property
+  def any(self) -> bool:
+    return self.log or self.save or self.eval
+
+
+class EpochOrder:
+  """The example order of the epoch a step falls in; a new permutation is drawn as an epoch starts."""
+
+  def __init__(self, permutation_fn, key, steps_per_epoch: int):
+    self.permutation_fn, self.key, self.steps_per_epoch = permutation_fn, key, steps_per_epoch
+    self._epoch, self._permutation = None, None
+
+  def __call__(self, step: int):
+    if step // self.steps_per_epoch != self._epoch:
+      self._epoch = step // self.steps_per_epoch
+      self._permutation = self.permutation_fn(self.key, self._epoch)
+    return self._permutation
+
+
+class NonFiniteLossError(CheckpointError):
+  pass
+
+
+class MetricWindow:
+  """The train metrics since the last log line: kept on the device until a job needs them.
+
+  Fetching waits for the device, so it happens only when a job is due.
+  """
+
+  def __init__(self, skip_nonfinite: bool):
+    self.skip_nonfinite = skip_nonfinite
+    self._pending: List[Tuple[int, Any]] = []
+    self._host: List[Dict[str, np.ndarray]] = []
+
+  def add(self, step: int, metrics) -> None:
+    self._pending.append((step, metrics))
+
+  def check(self, last_good_step: Optional[int]) -> None:
+    """Fetches what is pending; raises NonFiniteLossError at the first non-finite step (unless skipped)."""
+    if not self._pending:
+      return
+    steps = [s for s, _ in self._pending]
+    for step, host in zip(steps, devices.to_host([m for _, m in self._pending])):
+      if not self.skip_nonfinite and not host['finite']:
+        raise NonFiniteLossError(
+            f'training diverged at step {step} (loss {host["loss"]:.4g}; loss or weights not '
+            f'finite) and stopped without saving it. The last good checkpoint is step '
+            f'{last_good_step or "none"}; lower the learning rate, or set '
+            'config.skip_nonfinite_updates=True to skip such updates')
+      self._host.append(host)
+    self._pending = []
+
+  def summary(self) -> Dict[str, Any]:
+    """Means over the window (call after check()); empties it."""
+    window, self._host = self._host, []
+    if not window:
+      return {}
+    record = {'train_loss': float(np.nanmean([m['loss'] for m in window])),
+              'train_accuracy': float(np.mean([m['accuracy'] for m in window]))}
+    if self.skip_nonfinite:
+      record['skipped_updates'] = int(sum(m['skipped'] for m in window))
+    return record
+
+
+class Chrono:
+  """Training throughput between log lines: from the end of the first (compiling) step, eval excluded."""
+
+  def __init__(self, images_per_step: int):
+    self.images_per_step = images_per_step
+    self._start: Optional[float] = None
+    self._steps = 0
+
+  def tick(self, first_step_metrics=None) -> None:
+    """After each step; the first call blocks on that step's result and starts the clock."""
+    if self._start is None:
+      if first_step_metrics is not None:
+        import jax  # pylint: disable=g-import-not-at-top
+        jax.block_until_ready(first_step_metrics)
+      self._start = time.perf_counter()
+    else:
+      self._steps += 1
+
+  def rate(self) -> Dict[str, float]:
+    """{'train_images_per_second': ...} since the last call (empty if only the compile step ran)."""
+    record = {}
+    if self._steps:
+      elapsed = time.perf_counter() - self._start
+      record['train_images_per_second'] = self._steps * self.images_per_step / max(elapsed, 1e-9)
+    self._start, self._steps = time.perf_counter(), 0
+    return record
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside does not count as training."""
+    start = time.perf_counter()
+    yield
+    if self._start is not None:
+      self._start += time.perf_counter() - start
+
+
+class Checkpointer:
+  """Saves the train state with the run's metadata; errors become one line naming the intact checkpoint."""
+
+  def __init__(self, manager, metadata: Dict[str, Any], start_step: int):
+    self.manager, self.metadata = manager, metadata
+    self.last_step = start_step  # The newest checkpoint written or resumed from.
+
+  def save(self, state, step: int) -> None:
+    try:
+      checkpoints.save(self.manager, state, self.metadata)
+    except Exception as e:  # Disk full, permissions, a vanished directory...
+      kept = [s for s in self.manager.all_steps() if s != step]
+      raise CheckpointError(f'cannot write checkpoint {step} to {self.manager.directory}: '
+                            f'{checkpoints.first_line(e)}; the previous checkpoint '
+                            f'({max(kept) if kept else "none"}) is intact') from None
+    self.last_step = step
+
+  def finish(self, step: int, failed: bool) -> None:
+    """Waits for the checkpoint being written, also after an error, so the last good one is complete."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if not failed:
+        raise CheckpointError(f'cannot finish writing checkpoint {step} to {self.manager.directory}: '
+                              f'{checkpoints.first_line(e)}') from None
+    finally:
+      self.manager.close()
+
+
+class Evaluator:
+  """Evaluates a state on every split; keeps the latest results for the run's summary."""
+
+  def __init__(self, eval_fn, splits: Dict[str, evaluation.EvalSet]):
+    self.eval_fn, self.splits = eval_fn, splits
+    self.results: Optional[Dict[str, Dict[str, Any]]] = None
+
+  def __call__(self, state) -> Dict[str, float]:
+    self.results = {name: evaluation.evaluate(self.eval_fn, state, split) for name, split in self.splits.items()}
+    record = {}
+    for name, result in self.results.items():
+      record.update({f'{name}_loss': result['loss'], f'{name}_accuracy': result['accuracy'],
+                     f'{name}_error': 1.0 - result['accuracy']})
+    return record
+
+
+_LOG_FIELDS = (('train_loss', '{:.4f}'), ('train_accuracy', '{:.4f}'), ('learning_rate', '{:.4g}'),
+               ('train_images_per_second', '{:.0f}'), ('skipped_updates', '{:d}'),
+               ('val_accuracy', '{:.4f}'), ('test_accuracy', '{:.4f}'))
+
+
+def log_line(step: int, total_steps: int, record: Dict[str, Any]) -> str:
+  parts = [f'step {step}/{total_steps}']
+  parts += [f'{key} {fmt.format(record[key])}' for key, fmt in _LOG_FIELDS if key in record]
+  return '  '.join(parts)
+
+
+class Console:
+  """Where a step's record goes: metrics.jsonl + TensorBoard, and a line (tqdm's bar on a terminal)."""
+
+  def __init__(self, writer: MetricWriter, total_steps: int, start_step: int, enabled: bool):
+    self.writer, self.total_steps, self.enabled = writer, total_steps, enabled
+    self.progress = None
+    if enabled and sys.stderr.isatty():
+      import tqdm  # pylint: disable=g-import-not-at-top
+      self.progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True)
+
+  def print(self, line: str) -> None:
+    if self.progress is not None:
+      self.progress.write(line)
+    elif self.enabled:
+      print(line, flush=True)
+
+  def write(self, step: int, record: Dict[str, Any]) -> None:
+    if record:
+      self.writer.write(step, record)
+      self.print(log_line(step, self.total_steps, record))
+    if self.progress is not None:
+      self.progress.update(1)
+
+  def close(self) -> None:
+    if self.progress is not None:
+      self.progress.close()
+    self.writer.close()
