@@ -2,14 +2,29 @@
 
     python -m jaxresnet.report --workdir=DIR [--output=results/he2016_cifar10_jpeg.md]
 
-Reads what the runs wrote (DIR/<model>/seed<k>/: config.json, metrics.jsonl,
-results.json, timing.json) and DIR/reproduce.json (the commands and settings),
+Reads what the runs wrote and DIR/reproduce.json (the commands and settings),
 and puts our numbers beside the paper's: per model the final test error as mean
 ± sample std over the finished seeds, validation error, parameters,
 multiply-adds, wall-clock time and hardware. A run counts only when it is
 finished (results.json at the run's last step); unfinished and missing runs are
 listed as such, never filled in. `--output=PATH.md` also writes the report there,
-with its figure beside it as PATH.png.
+with its figure beside it as PATH.png (and the peer's as PATH_peer.png).
+
+Workdir layout:
+
+    DIR/reproduce.json                 the commands and settings (jaxresnet.reproduce)
+    DIR/<model>/seed<k>/               a jaxresnet run: config.json, metrics.jsonl,
+                                       results.json, timing.json, checkpoints
+    DIR/<model>/peer_seed<k>/          the PyTorch peer's run of the same config and seed
+                                       (benchmarks/torch_peer.py; `reproduce --peer`): the
+                                       same files, config.json and results.json marked
+                                       "trainer": "pytorch", and peer_checkpoint.pt
+    DIR/report.md, report.json, figure6.png, figure6_peer.png   written here
+
+Where a model has peer runs, its row also gives the peer's mean ± std test and
+validation error on the same data and jaxresnet's mean minus the peer's, and
+the report says in words what that comparison shows; the peer's curves get a
+figure of their own on the same axes.
 """
 import dataclasses
 import datetime
@@ -30,6 +45,16 @@ from jaxresnet.errors import DataError, exit_on_extra_arguments, exit_on_user_er
 PLAN_FILE = 'reproduce.json'  # DIR/: the reproduce commands and their settings.
 TIMING_FILE = 'timing.json'  # DIR/<model>/seed<k>/: wall-clock time of each training session.
 FIGURE_FILE = 'figure6.png'
+PEER_FIGURE_FILE = 'figure6_peer.png'
+PEER_RUN_PREFIX = 'peer_seed'  # DIR/<model>/peer_seed<k>/, beside DIR/<model>/seed<k>/.
+# Issue 13's target: on the same data, jaxresnet's mean test error at most this many points above the peer's.
+PEER_TARGET_POINTS = 0.3
+PEER_PADDING_TEXT = {
+    'symmetric': "pads its stride-2 convolutions (1, 1) like the paper's and akamaster's nets (PyTorch's "
+                 "padding=1), where jaxresnet's Flax 'SAME' convolutions pad (0, 1)",
+    'same': "pads its stride-2 convolutions (0, 1) like jaxresnet's Flax 'SAME' convolutions: an exact copy of "
+            "jaxresnet's nets",
+}
 
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 
@@ -75,6 +100,11 @@ def run_dir(workdir: str, model: str, seed: int) -> str:
   return os.path.join(workdir, model, f'seed{seed}')
 
 
+def peer_run_dir(workdir: str, model: str, seed: int) -> str:
+  """Where the PyTorch peer's run of the same model and seed lives."""
+  return os.path.join(workdir, model, f'{PEER_RUN_PREFIX}{seed}')
+
+
 def read_json(path: str) -> Optional[Any]:
   if not os.path.exists(path):
     return None
@@ -101,7 +131,7 @@ def read_run(directory: str, seed: int) -> Dict[str, Any]:
   run = {'seed': seed, 'directory': directory, 'status': 'not started', 'step': None,
          'num_train_steps': None, 'test_error': None, 'val_error': None, 'num_params': None, 'macs': None,
          'devices': None, 'wall_clock_seconds': None, 'wall_clock_complete': None,
-         'images_per_second': None, 'versions': None}
+         'images_per_second': None, 'versions': None, 'peer_padding': None}
   if config is None:
     return run
   run['num_train_steps'] = config.get('num_train_steps')
@@ -119,6 +149,7 @@ def read_run(directory: str, seed: int) -> Dict[str, Any]:
     # A session killed outright never recorded its time: the sum is then a lower bound.
     run['wall_clock_complete'] = all(s['seconds'] is not None for s in sessions)
     run['versions'] = sessions[-1].get('versions')
+  run['peer_padding'] = config.get('peer_padding')
   if is_finished(directory, run['num_train_steps']):
     results = read_json(os.path.join(directory, 'results.json'))
     run.update(status='finished', step=results['step'], test_error=results['test_error'],
@@ -127,18 +158,49 @@ def read_run(directory: str, seed: int) -> Dict[str, Any]:
   return run
 
 
-def find_seeds(workdir: str, model: str) -> List[int]:
+def find_seeds(workdir: str, model: str, prefix: str = 'seed') -> List[int]:
+  """Seeds of the model's runs on disk: DIR/<model>/seed<k>, or with prefix=PEER_RUN_PREFIX the peer's."""
   model_dir = os.path.join(workdir, model)
   if not os.path.isdir(model_dir):
     return []
   return sorted(int(m.group(1)) for d in os.listdir(model_dir)
-                for m in [re.fullmatch(r'seed(\d+)', d)] if m and os.path.isdir(os.path.join(model_dir, d)))
+                for m in [re.fullmatch(prefix + r'(\d+)', d)] if m and os.path.isdir(os.path.join(model_dir, d)))
 
 
 def _mean_std(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
   if not values:
     return None, None
   return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+  """What a table row says about a set of runs of one model: the finished ones' errors, time and speed."""
+  finished = [r for r in runs if r['status'] == 'finished']
+  test_mean, test_std = _mean_std([r['test_error'] for r in finished])
+  val_mean, val_std = _mean_std([r['val_error'] for r in finished if r['val_error'] is not None])
+  wall = [r['wall_clock_seconds'] for r in finished if r['wall_clock_seconds'] is not None]
+  speeds = [r['images_per_second'] for r in finished if r['images_per_second']]
+  return {
+      'num_seeds': len(runs), 'num_finished': len(finished),
+      'test_error_mean': test_mean, 'test_error_std': test_std,
+      'val_error_mean': val_mean, 'val_error_std': val_std,
+      'wall_clock_seconds_mean': float(np.mean(wall)) if wall else None,
+      'wall_clock_complete': all(r['wall_clock_complete'] for r in finished) if finished else None,
+      'images_per_second_median': float(np.median(speeds)) if speeds else None,
+      'devices': sorted({r['devices'] for r in finished}),
+  }
+
+
+def compare_with_peer(ours: Dict[str, Any], peer: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+  """jaxresnet's mean test error minus the peer's (fractions), with its standard error; None unless both ran."""
+  if not (ours['num_finished'] and peer['num_finished']):
+    return None
+  difference = ours['test_error_mean'] - peer['test_error_mean']
+  spreads = [(s['test_error_std'], s['num_finished']) for s in (ours, peer)]
+  standard_error = (float(np.sqrt(sum(std ** 2 / n for std, n in spreads)))
+                    if all(std is not None for std, _ in spreads) else None)
+  return {'difference': difference, 'standard_error': standard_error,
+          'within_target': round(100 * difference, 2) <= PEER_TARGET_POINTS}
 
 
 def dataset_name(config: Dict[str, Any], class_names: Optional[List[str]]) -> str:
@@ -159,7 +221,9 @@ def collect(workdir: str, table_name: Optional[str] = None) -> Dict[str, Any]:
     raise DataError(f'unknown table {table_name!r}; known: {", ".join(TABLES)}')
   table = TABLES[table_name]
   planned_seeds = list(range(plan.get('seeds', 0)))
-  on_disk = sorted(d for d in os.listdir(workdir) if find_seeds(workdir, d))
+  planned_peer_seeds = list(range(plan.get('peer_seeds', 0)))
+  on_disk = sorted(d for d in os.listdir(workdir)
+                   if find_seeds(workdir, d) or find_seeds(workdir, d, PEER_RUN_PREFIX))
   models = list(table.models) + [m for m in plan.get('models', []) + on_disk if m not in table.models]
   models = list(dict.fromkeys(models))
 
@@ -168,15 +232,19 @@ def collect(workdir: str, table_name: Optional[str] = None) -> Dict[str, Any]:
     seeds = sorted(set(planned_seeds if model in plan.get('models', []) else []) |
                    set(find_seeds(workdir, model)))
     runs = [read_run(run_dir(workdir, model, seed), seed) for seed in seeds]
+    peer_seeds = sorted(set(planned_peer_seeds if model in plan.get('models', []) else []) |
+                        set(find_seeds(workdir, model, PEER_RUN_PREFIX)))
+    peer_runs = [read_run(peer_run_dir(workdir, model, seed), seed) for seed in peer_seeds]
     finished = [r for r in runs if r['status'] == 'finished']
     for r in runs:
       config = read_json(os.path.join(r['directory'], 'config.json'))
       if config:
         configs.append(config)
       class_names = class_names or r.get('class_names')
-    test_mean, test_std = _mean_std([r['test_error'] for r in finished])
-    val_mean, val_std = _mean_std([r['val_error'] for r in finished if r['val_error'] is not None])
-    wall = [r['wall_clock_seconds'] for r in finished if r['wall_clock_seconds'] is not None]
+    ours = summarize(runs)
+    peer = {**summarize(peer_runs), 'runs': peer_runs,
+            'padding': sorted({r['peer_padding'] for r in peer_runs if r['peer_padding']})}
+    class_names = class_names or next((r.get('class_names') for r in peer_runs if r.get('class_names')), None)
     rows.append({
         'model': model, 'name': plot.pretty_name(model),
         'paper_test_error': table.paper_error.get(model),
@@ -184,23 +252,20 @@ def collect(workdir: str, table_name: Optional[str] = None) -> Dict[str, Any]:
         'paper_params': table.paper_params.get(model),
         'num_params': finished[0]['num_params'] if finished else None,
         'macs': finished[0]['macs'] if finished else None,
-        'num_seeds': len(seeds), 'num_finished': len(finished),
-        'test_error_mean': test_mean, 'test_error_std': test_std,
-        'val_error_mean': val_mean, 'val_error_std': val_std,
-        'wall_clock_seconds_mean': float(np.mean(wall)) if wall else None,
-        'wall_clock_complete': all(r['wall_clock_complete'] for r in finished) if finished else None,
-        'images_per_second_median': (float(np.median([r['images_per_second'] for r in finished
-                                                       if r['images_per_second']]))
-                                     if any(r['images_per_second'] for r in finished) else None),
-        'devices': sorted({r['devices'] for r in finished}),
-        'runs': runs})
+        **ours,
+        'runs': runs,
+        'peer': peer,
+        'minus_peer': compare_with_peer(ours, peer)})
 
   versions = []
   for row in rows:
-    for r in row['runs']:
+    for r in row['runs'] + row['peer']['runs']:
       if r['versions'] and r['versions'] not in versions:
         versions.append(r['versions'])
   reference = configs[0] if configs else {}
+  if not reference:  # Only peer runs so far: their configs hold the same recipe.
+    reference = next((read_json(os.path.join(r['directory'], 'config.json')) for row in rows
+                      for r in row['peer']['runs'] if r['status'] != 'not started'), None) or {}
   return {
       'table': table_name, 'title': table.title,
       'generated': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -217,6 +282,9 @@ def collect(workdir: str, table_name: Optional[str] = None) -> Dict[str, Any]:
       'versions': versions,
       'paper_notes': list(table.notes),
       'figure': None,
+      'peer_figure': None,
+      'has_peer': any(row['peer']['num_seeds'] for row in rows),
+      'peer_padding': sorted({p for row in rows for p in row['peer']['padding']}),
       'models': rows,
   }
 
@@ -243,18 +311,67 @@ def _millions(value: Optional[int]) -> str:
   return '—' if value is None else f'{value / 1e6:.2f}M'
 
 
-def figure_curves(report: Dict[str, Any]) -> List[plot.Curve]:
-  """Per model, the mean curves of its finished seeds."""
+def figure_curves(report: Dict[str, Any], peer: bool = False) -> List[plot.Curve]:
+  """Per model, the mean curves of its finished seeds (jaxresnet's, or with `peer` the peer's)."""
   curves = []
   for row in report['models']:
-    finished = [r['directory'] for r in row['runs'] if r['status'] == 'finished']
+    runs = row['peer']['runs'] if peer else row['runs']
+    finished = [r['directory'] for r in runs if r['status'] == 'finished']
     if finished:
       label = row['name'] + (f' ({len(finished)} seeds)' if len(finished) > 1 else '')
       curves.append(plot.mean_curve([plot.load_curve(d) for d in finished], label))
   return curves
 
 
-def render_markdown(report: Dict[str, Any], figure: Optional[str]) -> str:
+def _points(difference: float) -> str:
+  """A difference of errors (fractions) in words: 'X points above' / 'below' / 'equal to'."""
+  points = round(100 * difference, 2)
+  if points == 0:
+    return 'equal to'
+  return f'{abs(points):.2f} points {"above" if points > 0 else "below"}'
+
+
+def peer_comparison(report: Dict[str, Any]) -> List[str]:
+  """The report's paragraph on jaxresnet against the PyTorch peer: what the numbers show, in words."""
+  rows = [row for row in report['models'] if row['peer']['num_seeds']]
+  paddings = report['peer_padding']
+  padding_text = ('; '.join(f'{PEER_PADDING_TEXT.get(p, p)} (padding={p})' for p in paddings)
+                  if paddings else 'padding not recorded')
+  lines = ['## jaxresnet against the PyTorch peer', '',
+           'The peer (`benchmarks/torch_peer.py`) is an independent PyTorch implementation of the same nets, '
+           'trained with the same config (recipe, schedule, seeds) on the same decoded images, train/validation '
+           f'split and test set. It {padding_text}. Where both miss the paper by the same amount, the data '
+           'explains the gap; where jaxresnet is worse than the peer, jaxresnet\'s code does.', '']
+  compared = [row for row in rows if row['minus_peer']]
+  for row in rows:
+    ours, peer, comparison = row, row['peer'], row['minus_peer']
+    if comparison is None:
+      missing = ' and '.join(name for name, s in (('jaxresnet', ours), ('the peer', peer)) if not s['num_finished'])
+      lines.append(f'- {row["name"]}: no comparison yet ({missing} has no finished run).')
+      continue
+    spread = ('' if comparison['standard_error'] is None else
+              f'; the standard error of that difference is {100 * comparison["standard_error"]:.2f} points')
+    target = 'within' if comparison['within_target'] else 'outside'
+    lines.append(
+        f'- {row["name"]}: jaxresnet {_pct(ours["test_error_mean"], ours["test_error_std"])}% '
+        f'(n = {ours["num_finished"]}), peer {_pct(peer["test_error_mean"], peer["test_error_std"])}% '
+        f'(n = {peer["num_finished"]}): jaxresnet\'s mean test error is {_points(comparison["difference"])} '
+        f'the peer\'s{spread}; {target} the target of at most the peer\'s + {PEER_TARGET_POINTS:g} points.')
+  if compared:
+    differences = [row['minus_peer']['difference'] for row in compared]
+    above = sum(round(100 * d, 2) > 0 for d in differences)
+    below = sum(round(100 * d, 2) < 0 for d in differences)
+    missed = [row['name'] for row in compared if not row['minus_peer']['within_target']]
+    lines += ['', f'Over the {len(compared)} model{"s" if len(compared) > 1 else ""} with finished runs of both, '
+              f'jaxresnet\'s mean test error is above the peer\'s in {above} and below it in {below}; on average '
+              f'it is {_points(float(np.mean(differences)))} the peer\'s. '
+              + (f'Outside the +{PEER_TARGET_POINTS:g}-point target: {", ".join(missed)}.' if missed else
+                 f'Every compared model is within the +{PEER_TARGET_POINTS:g}-point target.')]
+  lines.append('')
+  return lines
+
+
+def render_markdown(report: Dict[str, Any], figure: Optional[str], peer_figure: Optional[str] = None) -> str:
   settings = report['settings']
   scale = settings.get('steps_scale', 1.0)
   lines = [f'# {report["title"]}', '']
@@ -266,39 +383,56 @@ def render_markdown(report: Dict[str, Any], figure: Optional[str]) -> str:
   if overrides:
     lines += ['> **Recipe changed** on the command line: ' +
               ', '.join(f'`{k}={v}`' for k, v in sorted(overrides.items())) + '.', '']
+  peer = report.get('has_peer')
   lines += [f'Dataset: **{report["dataset"] or "—"}**. Test error in % at the end of training; '
-            'ours is the mean ± sample std over the finished seeds (n = finished/planned).', '',
-            '| Model | Params | Paper params | MACs | Paper error | Our test error | n | Val error | '
+            'ours is the mean ± sample std over the finished seeds (n = finished/planned).' +
+            (' Peer: the PyTorch peer on the same data, the same way; ours − peer in points.' if peer else ''), '',
+            '| Model | Params | Paper params | MACs | Paper error | Our test error | n | Val error | ' +
+            ('Peer test error | n | Peer val error | Ours − peer | ' if peer else '') +
             'Wall-clock / run | Train img/s | Hardware |',
-            '|---|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---|']
+            '|---|---:|---:|---:|---:|---:|:-:|---:|' + ('---:|:-:|---:|---:|' if peer else '') + '---:|---:|---|']
   for row in report['models']:
     paper = '—' if row['paper_test_error'] is None else (
         f'{100 * row["paper_test_error"]:g}' + ('*' if row['paper_error_approximate'] else ''))
     speed = row['images_per_second_median']
+    peer_cells = []
+    if peer:
+      p = row['peer']
+      peer_cells = [_pct(p['test_error_mean'], p['test_error_std']) if p['num_finished'] else 'not run',
+                    f'{p["num_finished"]}/{p["num_seeds"]}' if p['num_seeds'] else '—',
+                    _pct(p['val_error_mean'], p['val_error_std']),
+                    '—' if row['minus_peer'] is None else f'{100 * row["minus_peer"]["difference"]:+.2f}']
     lines.append(' | '.join([
         f'| {row["name"]}', _millions(row['num_params']), _millions(row['paper_params']),
         _millions(row['macs']), paper,
         _pct(row['test_error_mean'], row['test_error_std']) if row['num_finished'] else 'not run',
         f'{row["num_finished"]}/{row["num_seeds"]}' if row['num_seeds'] else '—',
         _pct(row['val_error_mean'], row['val_error_std']),
+        *peer_cells,
         _duration(row['wall_clock_seconds_mean'], row['wall_clock_complete']),
         '—' if speed is None else f'{speed:,.0f}',
         ', '.join(row['devices']) or '—']) + ' |')
   lines += ['', 'Paper: ' + ' '.join(report['paper_notes']), '']
+  if peer:
+    lines += peer_comparison(report)
   if figure:
     lines += ['## Training curves (cf. Figure 6)', '',
               f'![train and test error vs iterations]({figure})', '',
               'Thin dashed: training error (augmented batches); bold: test error. Plain nets left, ResNets '
               'right; each line the mean over a model\'s finished seeds.', '']
+  if peer_figure:
+    lines += [f'![the PyTorch peer: train and test error vs iterations]({peer_figure})', '',
+              'The same for the PyTorch peer\'s runs, on the same axes.', '']
 
   lines += ['## Runs', '', '| Model | Seed | Status | Step | Test error | Val error | Wall-clock | Hardware |',
             '|---|---:|---|---:|---:|---:|---:|---|']
   any_runs = False
   for row in report['models']:
-    for r in row['runs']:
+    for name, r in [(row['name'], r) for r in row['runs']] + [(f'{row["name"]} (peer)', r)
+                                                              for r in row['peer']['runs']]:
       any_runs = True
       step = '—' if r['step'] is None else f'{r["step"]}/{r["num_train_steps"]}'
-      lines.append(f'| {row["name"]} | {r["seed"]} | {r["status"]} | {step} | {_pct(r["test_error"])} | '
+      lines.append(f'| {name} | {r["seed"]} | {r["status"]} | {step} | {_pct(r["test_error"])} | '
                    f'{_pct(r["val_error"])} | {_duration(r["wall_clock_seconds"], r["wall_clock_complete"])} '
                    f'| {r["devices"] or "—"} |')
   if not any_runs:
@@ -344,28 +478,35 @@ def render_markdown(report: Dict[str, Any], figure: Optional[str]) -> str:
 
 def write_report(workdir: str, output: Optional[str] = None, table_name: Optional[str] = None,
                  dpi: int = plot.DEFAULT_DPI) -> Dict[str, Any]:
-  """Writes DIR/report.md, DIR/report.json and DIR/figure6.png (and OUTPUT.md + OUTPUT.png)."""
+  """Writes DIR/report.md, DIR/report.json and DIR/figure6.png (and OUTPUT.md + OUTPUT.png).
+
+  With peer runs also DIR/figure6_peer.png (and OUTPUT_peer.png), on the same error axis as figure6.png.
+  """
   report = collect(workdir, table_name)
-  curves = figure_curves(report)
-  if curves:
-    plot.draw(curves, os.path.join(workdir, FIGURE_FILE), dpi=dpi,
-              title=f'{report["dataset"]}: training (dashed) and test (bold) error')
-    report['figure'] = FIGURE_FILE
+  curves, peer_curves = figure_curves(report), figure_curves(report, peer=True)
+  ymax = plot._default_ymax(curves + peer_curves)  # pylint: disable=protected-access  # One axis for both.
+  for file, key, these, whose in ((FIGURE_FILE, 'figure', curves, ''),
+                                  (PEER_FIGURE_FILE, 'peer_figure', peer_curves, 'PyTorch peer, ')):
+    if these:
+      plot.draw(these, os.path.join(workdir, file), dpi=dpi, ymax=ymax,
+                title=f'{whose}{report["dataset"]}: training (dashed) and test (bold) error')
+      report[key] = file
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump(report, f, indent=2)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
-    f.write(render_markdown(report, report['figure']))
+    f.write(render_markdown(report, report['figure'], report['peer_figure']))
   if output:
     if not output.endswith('.md'):
       raise DataError(f'--output={output} must name a .md file (its figure goes beside it as .png)')
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    figure = None
-    if report['figure']:
-      figure_path = output[:-len('.md')] + '.png'
-      shutil.copyfile(os.path.join(workdir, FIGURE_FILE), figure_path)
-      figure = os.path.basename(figure_path)
+    beside = {}
+    for key, suffix in (('figure', '.png'), ('peer_figure', '_peer.png')):
+      if report[key]:
+        path = output[:-len('.md')] + suffix
+        shutil.copyfile(os.path.join(workdir, report[key]), path)
+        beside[key] = os.path.basename(path)
     with open(output, 'w') as f:
-      f.write(render_markdown(report, figure))
+      f.write(render_markdown(report, beside.get('figure'), beside.get('peer_figure')))
   return report
 
 

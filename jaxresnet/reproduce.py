@@ -1,7 +1,7 @@
 """Reproduces a paper's CIFAR-10 table: every model and seed, resumable, then the report.
 
     python -m jaxresnet.reproduce --table=he2016 --workdir=DIR [--seeds=3] [--models=resnet20,resnet110]
-        [--dataset=image_folder --data_dir=/data/cifar10_jpeg] [--steps_scale=1] [--output=FILE.md]
+        [--dataset=image_folder --data_dir=/data/cifar10_jpeg] [--steps_scale=1] [--output=FILE.md] [--peer]
 
 Trains Plain-20/32/44/56 and ResNet-20/32/44/56/110, each with its config file
 (configs/<model>.py: the paper's recipe, ResNet-110's warm-up included), one
@@ -12,6 +12,15 @@ each run's wall-clock time, summed over the sessions it took, goes to its
 timing.json. SIGTERM or Ctrl-C stops the current run at a checkpoint and ends
 the command. After every run DIR/report.md, report.json and figure6.png are
 rewritten (see jaxresnet/report.py), and FILE.md + FILE.png with --output.
+
+--peer also trains the PyTorch peer (benchmarks/torch_peer.py; needs torch and
+the repository root as the working directory) with the same config and seed
+after each jaxresnet run, in DIR/<model>/peer_seed<k>, skipped when finished and
+resumed when not, like the jaxresnet runs; --peer_padding picks its padding
+(default: the paper's nets, see torch_peer.py). The report then puts the peer
+beside every row. On a GPU both use it from one process: JAX takes 75% of its
+memory when it starts (XLA_PYTHON_CLIENT_MEM_FRACTION sets less); the peer's
+CIFAR nets should need much less than the rest.
 
 --steps_scale multiplies the run length and every step count of the schedule
 (lr boundaries, warm-up, eval/log/checkpoint intervals): 0.0005 makes 32-step
@@ -145,8 +154,21 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(tmp, path)  # Atomic: a crash leaves the old file or the new one, never half of one.
 
 
-def train_run(config: ml_collections.ConfigDict, directory: str) -> Dict[str, Any]:
-  """Trains or resumes one run in `directory`, adding this session's wall-clock time to timing.json."""
+def load_peer():
+  """benchmarks.torch_peer, the PyTorch peer trainer; a ConfigError when it cannot run here."""
+  try:
+    from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ConfigError(f'--peer needs benchmarks/torch_peer.py (run from the repository root): {e}') from None
+  torch_peer.require_torch()
+  return torch_peer
+
+
+def train_run(config: ml_collections.ConfigDict, directory: str, peer=None) -> Dict[str, Any]:
+  """Trains or resumes one run in `directory`, adding this session's wall-clock time to timing.json.
+
+  With `peer` (load_peer()'s module) the run is the PyTorch peer's, `config` its peer_config().
+  """
   check_same_run(directory, config)
   os.makedirs(directory, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -156,11 +178,15 @@ def train_run(config: ml_collections.ConfigDict, directory: str) -> Dict[str, An
   session = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
              'seconds': None, 'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
              'versions': software_versions()}
+  if peer:
+    session['versions'].update(peer.software_versions())
   timing['sessions'].append(session)
   if is_main:
     _write_json(timing_path, timing)
   start = time.perf_counter()
   try:
+    if peer:
+      return peer.train_and_evaluate(config, directory)
     return train.train_and_evaluate(config, directory)
   finally:  # Also when interrupted: the time spent counts.
     session['seconds'] = time.perf_counter() - start
@@ -170,8 +196,12 @@ def train_run(config: ml_collections.ConfigDict, directory: str) -> Dict[str, An
 
 def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str]] = None, seeds: int = 3,
               steps_scale: float = 1.0, overrides: Optional[Dict[str, Any]] = None,
-              output: Optional[str] = None, command: str = '') -> Dict[str, Any]:
-  """Trains every (model, seed) run not finished yet in `workdir`, then writes the report."""
+              output: Optional[str] = None, command: str = '', peer: bool = False,
+              peer_padding: Optional[str] = None) -> Dict[str, Any]:
+  """Trains every (model, seed) run not finished yet in `workdir`, then writes the report.
+
+  With `peer`, each jaxresnet run is followed by the PyTorch peer's run of the same config.
+  """
   if table not in report.TABLES:
     raise ConfigError(f'unknown table {table!r}; known: {", ".join(report.TABLES)}')
   if seeds < 1:
@@ -190,34 +220,48 @@ def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str
   for (model, seed), config in configs.items():
     config_lib.validate(config, jax.device_count())
     check_same_run(report.run_dir(workdir, model, seed), config)
+  # The runs in order, as (name, directory, config, trainer): each jaxresnet run (trainer None), then
+  # with --peer the peer's run of the same config (trainer: the torch_peer module).
+  runs = [(f'{model} seed {seed}', report.run_dir(workdir, model, seed), configs[(model, seed)], None)
+          for model, seed in jobs]
+  if peer_padding and not peer:
+    raise ConfigError('--peer_padding applies to the peer runs: add --peer')
+  if peer:
+    peer_lib = load_peer()
+    padding = peer_padding or peer_lib.DEFAULT_PADDING
+    peer_runs = [(f'{model} seed {seed} peer', report.peer_run_dir(workdir, model, seed),
+                  peer_lib.peer_config(configs[(model, seed)], padding), peer_lib) for model, seed in jobs]
+    for _, directory, config, _ in peer_runs:
+      peer_lib.check_config(config)
+      check_same_run(directory, config)
+    runs = [run for pair in zip(runs, peer_runs) for run in pair]
   settings = {'table': table, 'steps_scale': steps_scale, 'dataset': configs[jobs[0]].dataset,
               'recipe_overrides': {k: v for k, v in overrides.items() if k in RECIPE_FIELDS and k != 'dataset'}}
   plan = report.read_plan(workdir)
   if plan and plan.get('settings') != settings:
     raise ConfigError(f'{workdir} was started with settings {json.dumps(plan.get("settings"))}, not '
                       f'{json.dumps(settings)}; use another --workdir')
-  todo = [job for job, config in configs.items()
-          if not report.is_finished(report.run_dir(workdir, *job), config.num_train_steps)]
+  todo = [config for _, directory, config, _ in runs if not report.is_finished(directory, config.num_train_steps)]
   if todo:  # Fails on missing or unreadable data now, not at the first run (and caches the arrays).
-    data.load_dataset(configs[todo[0]])
+    data.load_dataset(todo[0])
 
   plan = {'table': table, 'settings': settings,
           'models': list(dict.fromkeys(plan.get('models', []) + models)),
           'seeds': max(plan.get('seeds', 0), seeds),
+          'peer_seeds': max(plan.get('peer_seeds', 0), seeds if peer else 0),
           'commands': plan.get('commands', []) + ([command] if command else [])}
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, report.PLAN_FILE), plan)
 
-  for i, ((model, seed), config) in enumerate(configs.items(), 1):
-    directory = report.run_dir(workdir, model, seed)
-    prefix = f'[{i}/{len(jobs)}] {model} seed {seed}'
+  for i, (name, directory, config, trainer) in enumerate(runs, 1):
+    prefix = f'[{i}/{len(runs)}] {name}'
     if report.is_finished(directory, config.num_train_steps):
       print(f'{prefix}: finished, skipped', flush=True)
       continue
     started = os.path.exists(os.path.join(directory, 'config.json'))
     print(f'{prefix}: {"resuming" if started else "training"} in {directory}', flush=True)
-    summary = train_run(config, directory)
+    summary = train_run(config, directory, trainer)
     if summary.get('stopped'):  # SIGTERM/SIGINT: the run saved a checkpoint; stop the table too.
       print(f'{prefix}: stopped by {summary["stopped"]}; run the same command to resume', flush=True)
       break
@@ -249,6 +293,10 @@ def define_flags():
   flags.DEFINE_integer('eval_every_steps', None, 'Default: the recipe\'s 2,000, times --steps_scale.')
   flags.DEFINE_integer('log_every_steps', None, 'Default: the recipe\'s 100, times --steps_scale.')
   flags.DEFINE_integer('checkpoint_every_steps', None, 'Default: the recipe\'s 2,000, times --steps_scale.')
+  flags.DEFINE_bool('peer', False, 'Also train the PyTorch peer (benchmarks/torch_peer.py, needs torch) after '
+                    'each run, in DIR/<model>/peer_seed<k>.')
+  flags.DEFINE_string('peer_padding', None, 'The peer\'s stride-2 conv padding: symmetric (default, the paper\'s '
+                      'nets) or same (jaxresnet\'s).')
   flags.mark_flag_as_required('workdir')
 
 
@@ -263,7 +311,7 @@ def main(argv):
   command = ' '.join(['python -m jaxresnet.reproduce'] + [shlex.quote(a) for a in sys.argv[1:]])
   with exit_on_user_error():
     reproduce(FLAGS.workdir, FLAGS.table, FLAGS.models, FLAGS.seeds, FLAGS.steps_scale, overrides,
-              FLAGS.output, command)
+              FLAGS.output, command, FLAGS.peer, FLAGS.peer_padding)
 
 
 if __name__ == '__main__':
