@@ -112,6 +112,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                  ('skip_nonfinite_updates', config.skip_nonfinite_updates, 'False'),
                  ('dropout', config.dropout, '0'),
                  ('squeeze_excitation', config.squeeze_excitation, 'False')]
+  if 'num_seeds' in config:  # A population of seeds in one jaxresnet run: the peer trains one seed per run.
+    unsupported.append(('num_seeds', config.num_seeds != 1, '1 (one run per seed)'))
   for field, refused, supported in unsupported:
     if refused:
       raise ConfigError(f'config.{field}={config[field]!r}: the PyTorch peer trains only {field}={supported}')
