@@ -22,12 +22,13 @@ PyTorch windows alternate, `--repeats` times, so both see the same machine load;
 the median window counts and the spread is kept.
 
 Then an end-to-end figure: seconds per epoch of real training on CIFAR-10-JPEG
-(--data_dir) with each framework's input pipeline (jaxresnet: the whole training
+(--data_dir, default $CIFAR10_JPEG_DIR; --epoch_model='' skips it) with each framework's input pipeline (jaxresnet: the whole training
 set on the device; PyTorch: a DataLoader with host-side crop and flip), measured
 over `--epoch_steps` steps and extrapolated to an epoch when that is fewer.
 
-Results go to --out_dir/<device>.json, and the table in benchmarks/README.md is
-rendered from all results files (benchmarks/report.py). torch is optional
+Results go to --out_dir/<device>.json; with --update_readme the table in
+benchmarks/README.md (--readme) is rendered again from all results files
+(benchmarks/report.py). Without it the tracked README is left alone. torch is optional
 (pip install -e '.[bench]'); without it the JAX side still runs and the report
 says why the reference is missing.
 """
@@ -54,6 +55,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
 from benchmarks import host
+from benchmarks.synthetic import benchmark_config, synthetic_dataset
 from jaxresnet.configs import default as default_config
 from jaxresnet import data
 from jaxresnet import devices
@@ -86,14 +88,18 @@ flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads (0: torch\'s def
 flags.DEFINE_string('epoch_model', 'resnet20', 'Model of the end-to-end epoch figure (\'\': skip it).')
 flags.DEFINE_integer('epoch_steps', 0, 'Steps timed end to end (0: 10 on CPU, a whole epoch on GPU); '
                      'fewer than an epoch are extrapolated to one.')
-flags.DEFINE_string('data_dir', '/tmp/data/cifar10_jpeg', 'CIFAR-10-JPEG image folder (train/, test/).')
+flags.DEFINE_string('data_dir', os.environ.get('CIFAR10_JPEG_DIR', ''),
+                    'CIFAR-10-JPEG image folder (train/, test/) of the end-to-end row '
+                    '(default: $CIFAR10_JPEG_DIR; required unless --epoch_model=\'\').')
 flags.DEFINE_integer('num_val_examples', 5000, 'Held out of the training split, as in configs/default.py.')
 flags.DEFINE_integer('torch_workers', -1, 'DataLoader workers of the PyTorch end-to-end run '
                      '(-1: 0 on CPU, min(8, cores) on GPU).')
 flags.DEFINE_string('out_dir', os.path.join(os.path.dirname(__file__), 'results'),
                     'Where <device>.json goes.')
 flags.DEFINE_string('readme', os.path.join(os.path.dirname(__file__), 'README.md'),
-                    'README whose results table is re-rendered from --out_dir (\'\': none).')
+                    'README whose results table --update_readme re-renders from --out_dir.')
+flags.DEFINE_bool('update_readme', False, 'Re-render the results table in --readme (a tracked file: '
+                  'off by default).')
 flags.DEFINE_float('pause', 0.2, 'Seconds of rest between timed windows, so one framework\'s '
                    'spinning threads do not run into the next window.')
 
@@ -157,25 +163,6 @@ def summary(v: Timed) -> Dict[str, Any]:
 # jaxresnet.
 
 
-def synthetic_dataset(num_images: int, seed: int = 0) -> data.Dataset:
-  """Random uint8 CIFAR-shaped images: the step's cost does not depend on pixel values."""
-  rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
-  labels = rng.integers(0, 10, num_images).astype(np.int32)
-  empty_images, empty_labels = images[:0], labels[:0]
-  return data.Dataset(images, labels, empty_images, empty_labels, empty_images, empty_labels,
-                      [str(i) for i in range(10)])
-
-
-def benchmark_config(model: str, batch_size: int, precision: str):
-  config = default_config.get_config()
-  config.model = model
-  config.batch_size = batch_size
-  config.eval_batch_size = batch_size
-  config.half_precision = precision == 'bf16'
-  return config
-
-
 def executable_memory(compiled) -> Optional[int]:
   """XLA's own account of the bytes one call needs: arguments + outputs - aliased + temporaries."""
   try:
@@ -210,11 +197,11 @@ class JaxModel:
     self.macs = models.count_macs(model, dataset.train_images.shape[1:])
     images = devices.replicate(mesh, dataset.train_images)
     labels = devices.replicate(mesh, dataset.train_labels)
-    permutation = train.make_permutation_fn(mesh, len(dataset.train_labels))(jax.random.PRNGKey(0), 0)
+    permutation = train.make_permutation_fn(mesh, config, len(dataset.train_labels))(jax.random.PRNGKey(0), 0)
     self.compile_seconds: Dict[str, float] = {}
     self.memory_bytes: Dict[str, Optional[int]] = {}
 
-    train_fn = train.make_train_fn(mesh, config, steps_per_epoch)
+    train_fn = train.make_train_fn(mesh, config, steps_per_epoch, dataset.num_classes)
     args = (images, labels, permutation)
     self.variants = [self._stepper('train', train_fn, copy_state(state), args)]
     # The pure step on a ready batch: the difference to 'train' is the on-device input pipeline.
@@ -224,7 +211,7 @@ class JaxModel:
     self.variants.append(self._stepper('train_step_only', step_only, copy_state(state), batch))
     if scan_steps > 1:
       name = f'train_scan{scan_steps}' + ('_unrolled' if scan_unroll else '')
-      pure_train_fn = train.make_train_fn(mesh, config, steps_per_epoch, jit=False)
+      pure_train_fn = train.make_train_fn(mesh, config, steps_per_epoch, dataset.num_classes, jit=False)
       self.variants.append(self._stepper(name, scan(pure_train_fn, scan_steps, scan_unroll),
                                          copy_state(state), args, scan_steps))
     if compiler_options:
@@ -551,8 +538,8 @@ def _jax_epoch(config, dataset, steps, warmup) -> Dict[str, Any]:
   images, labels = devices.replicate(mesh, dataset.train_images), devices.replicate(mesh, dataset.train_labels)
   jax.block_until_ready((images, labels))
   to_device = time.perf_counter() - start
-  train_fn = train.make_train_fn(mesh, config, steps_per_epoch)
-  permutation_fn = train.make_permutation_fn(mesh, len(dataset.train_labels))
+  train_fn = train.make_train_fn(mesh, config, steps_per_epoch, dataset.num_classes)
+  permutation_fn = train.make_permutation_fn(mesh, config, len(dataset.train_labels))
   key = jax.random.PRNGKey(config.seed)
   permutation = permutation_fn(key, 0)
   for _ in range(max(1, warmup)):  # Compiles; the timed steps then start a fresh epoch.
@@ -662,6 +649,14 @@ def resolve_settings(on_gpu: bool) -> Dict[str, Any]:
   for name in ('batch_size', 'repeats'):
     if FLAGS[name].value < 1:
       raise JaxresnetError(f'--{name}={FLAGS[name].value} must be positive')
+  if FLAGS.epoch_model and not FLAGS.data_dir:
+    raise JaxresnetError('the end-to-end row needs CIFAR-10-JPEG: pass --data_dir=FOLDER (train/, test/) or '
+                         "set $CIFAR10_JPEG_DIR, or skip the row with --epoch_model=''")
+  if FLAGS.epoch_model and not os.path.exists(FLAGS.data_dir):
+    raise JaxresnetError(f'--data_dir={FLAGS.data_dir} does not exist (the CIFAR-10-JPEG folder of the '
+                         "end-to-end row; --epoch_model='' skips the row)")
+  if FLAGS.update_readme and not FLAGS.readme:
+    raise JaxresnetError('--update_readme needs --readme (the README whose table to render)')
   steps = FLAGS.steps or (50 if on_gpu else 10)
   return {
       'batch_size': FLAGS.batch_size, 'precision': FLAGS.precision, 'steps': steps,
@@ -725,7 +720,7 @@ def run(argv) -> Dict[str, Any]:
   with open(path, 'w') as f:
     json.dump(results, f, indent=1)
   log(f'wrote {path}')
-  if FLAGS.readme:
+  if FLAGS.update_readme:
     from benchmarks import report  # pylint: disable=g-import-not-at-top
     report.update_readme(FLAGS.readme, FLAGS.out_dir)
     log(f'updated the results table in {FLAGS.readme}')

@@ -25,10 +25,27 @@ def get_config():
   # Data.
   config.dataset = 'cifar10'  # a TFDS name ('cifar10', 'cifar100') or 'image_folder'.
   config.data_dir = ''  # TFDS data dir, or the image folder holding train/ and test/.
-  config.cache_dir = ''  # where the decoded arrays are cached; '' = beside the data or in workdir.
+  # Where the decoded arrays are cached, as <dataset>-<fingerprint>.npz (the fingerprint follows the
+  # source's files). '' = $JAXRESNET_CACHE_DIR, else $XDG_CACHE_HOME/jaxresnet, else ~/.cache/jaxresnet.
+  config.cache_dir = ''
   config.num_val_examples = 5000  # held out of the training split (45k/5k in the paper).
   config.augment = True  # 4-pixel pad, random crop, horizontal flip.
   config.normalization = 'pixel_mean'  # 'pixel_mean' (paper) or 'channel_mean_std'.
+
+  # Recipe switches (jaxresnet/recipes.py), all off here: the paper's recipe is crop + flip only.
+  # Each runs inside the jitted step from the step's keys, so a resumed run stays bit-identical.
+  config.randaugment = ''  # '' off; 'N,M': RandAugment, N ops at magnitude M (0-10); 'autoaugment': CIFAR-10 policy.
+  config.cutout = 0  # Side in pixels of the square set to the mean (DeVries & Taylor 2017); 0 is off.
+  config.mixup_alpha = 0.0  # Mixup's Beta(alpha, alpha) (Zhang et al. 2018); 0 is off.
+  config.cutmix_alpha = 0.0  # CutMix's Beta(alpha, alpha) (Yun et al. 2019); both > 0: one per batch at random.
+  config.label_smoothing = 0.0  # Targets (1 - e) y + e / K (Szegedy et al. 2016).
+  config.sam_rho = 0.0  # SAM's neighbourhood radius (Foret et al. 2021) around the optimizer; 0 is off.
+  # EMA of the weights and BatchNorm statistics, decay per step; 0 is off. The EMA model is
+  # evaluated and checkpointed beside the trained one (ema_* fields in metrics and results).
+  config.ema_decay = 0.0
+  # Test-time augmentation of evaluation: '' off, 'flip' (logits of image and mirror averaged),
+  # 'flip_translate' (airbench's: also 1-pixel shifts). Reported as *_tta_* beside the plain numbers.
+  config.tta = ''
 
   # Optimization.
   config.batch_size = 128  # global batch, split over all devices.
@@ -59,13 +76,21 @@ def get_config():
   # Logging, evaluation and checkpoints (in steps).
   config.log_every_steps = 100
   config.eval_every_steps = 2000  # 0 = only at the end.
-  config.eval_batch_size = 1000
+  config.eval_batch_size = 1000  # capped at the largest evaluated split (bigger would only add padding).
   config.checkpoint_every_steps = 2000  # 0 = only at the end.
   config.checkpoints_to_keep = 3
+  # When every checkpoint in the workdir is unreadable (moved to WORKDIR/unreadable_checkpoints/):
+  # False stops the run with one line; True starts it over from step 0.
+  config.allow_fresh_start = False
 
   # What to do when the loss turns NaN/inf: False stops the run (the last good checkpoint stays);
   # True drops such updates and counts them (skipped_updates in the log).
   config.skip_nonfinite_updates = False
 
   config.seed = 0
+  # A population: train the runs of seeds seed, seed+1, ..., seed+num_seeds-1 together, in one
+  # compiled step (a members axis on the train state; batch_size is per member). Each member
+  # computes what its seed computes alone, and writes WORKDIR/seed<k>/{metrics.jsonl,results.json};
+  # a member that diverges is frozen and the others go on. 1 = a single run in WORKDIR.
+  config.num_seeds = 1
   return config

@@ -1,5 +1,6 @@
 """Where arrays live: the device mesh, host <-> device copies, and the CPU-only XLA options."""
 import functools
+import math
 from typing import Dict, Optional
 
 import jax
@@ -8,10 +9,32 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  """All devices of all processes on one `data` axis."""
+def make_mesh(num_members: int = 1) -> jax.sharding.Mesh:
+  """All devices of all processes on a (`members`, `data`) grid.
+
+  A population of `num_members` runs (train.py) splits its members over the
+  `members` axis, so members on different devices never exchange data, and each
+  member's batch over the `data` axis. The `members` axis takes the largest
+  share of the devices that divides the population: 8 seeds on 4 devices are 4 x 1
+  (two members per device), 3 seeds on 4 devices are 1 x 4 (data-parallel only).
+  """
+  members = math.gcd(num_members, jax.device_count())
   # Auto axes: we place data with sharding constraints and let XLA propagate the rest.
-  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((members, jax.device_count() // members), ('members', 'data'),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def over_members(fn, num_members: int, in_axes=0):
+  """`fn` vmapped over the leading members axis of a population; `fn` itself for a single run."""
+  if num_members == 1:
+    return fn
+  # spmd_axis_name: sharding constraints inside `fn` keep each member on its share of the `members` axis.
+  return jax.vmap(fn, in_axes=in_axes, spmd_axis_name='members')
+
+
+def members_sharding(mesh, num_members: int) -> NamedSharding:
+  """A single run's state is copied on every device; a population's is split over the `members` axis."""
+  return NamedSharding(mesh, P() if num_members == 1 else P('members'))
 
 
 def replicate(mesh, array: np.ndarray) -> jax.Array:
@@ -21,8 +44,17 @@ def replicate(mesh, array: np.ndarray) -> jax.Array:
 
 
 def to_host(tree):
-  """Fetches replicated global arrays (also across processes) as numpy."""
-  return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
+  """Fetches global arrays (also across processes) as numpy."""
+
+  def fetch(x):
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    if x.is_fully_addressable:
+      return np.asarray(x)
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree_util.tree_map(fetch, tree)
 
 
 # Which ops XLA:CPU hands to the YNNPACK library (the rest it compiles itself or runs with Eigen).

@@ -12,14 +12,19 @@ test set": <class>/*.jpg or test/<class>/*.jpg, the class folders named as the
 run's classes (a subset is fine). Images of another size or mode are resized
 and converted, with a warning. The training data is not read.
 """
+
+from jaxresnet import preemption
+
+if __name__ == '__main__':  # First, before the slow imports: Ctrl-C or SIGTERM while starting up is one line.
+  preemption.stop_on_signals()
+
 import csv
 import functools
 import json
 import os
 import sys
-from typing import List
+from typing import List, Optional
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -34,6 +39,9 @@ from jaxresnet import data
 from jaxresnet import devices
 from jaxresnet import evaluation
 from jaxresnet import models
+from jaxresnet import errors
+from jaxresnet import train
+from jaxresnet import workdir as workdir_lib
 from jaxresnet.errors import CheckpointError, exit_on_extra_arguments, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -43,6 +51,7 @@ def define_flags():
   """The CLI's flags: defined only when run as a program, so other modules can import this one."""
   flags.DEFINE_string('workdir', None, 'The training run\'s workdir (holding config.json and checkpoints/).')
   flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the newest).')
+  flags.DEFINE_integer('seed', None, 'In the workdir of a population (config.num_seeds > 1): which seed to evaluate.')
   flags.DEFINE_string('data_dir', None, 'Evaluate on this image folder (<class>/*.jpg or test/<class>/*.jpg) '
                       'instead of the run\'s test split.')
   flags.DEFINE_string('output_dir', None, 'Where confusion_matrix.csv/.png go (default: the workdir).')
@@ -62,38 +71,73 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(config)
 
 
-def restore_model(workdir: str, step=None):
+def restore_model(workdir: str, step=None, seed=None):
   """(config, metadata, mesh, state) from the checkpoint alone, without reading any data.
 
   The checkpoint's metadata gives the classes and image shape, its state the
   parameters, BatchNorm statistics and normalization: enough to evaluate or
-  predict on images from anywhere. The optimizer state is not read.
+  predict on images from anywhere. The optimizer state is not read. In the
+  workdir of a population, `seed` picks the member; config is then its own.
   """
   config = load_run_config(workdir)
   config_lib.validate(config)
+  member = member_index(config, seed)
   mesh = devices.make_mesh()
   manager = checkpoints.create_manager(workdir, read_only=True)
-  if manager.latest_step() is None:
-    raise CheckpointError(f'{checkpoints.checkpoint_dir(workdir)} holds no checkpoint')
-  if step is not None and step not in manager.all_steps():
-    raise CheckpointError(f'no checkpoint at step {step}; have {sorted(manager.all_steps())}')
-  step = manager.latest_step() if step is None else step
   try:
-    metadata = checkpoints.read_metadata(manager, step)
-  except Exception as e:  # Orbax raises many kinds for a damaged checkpoint.
-    raise CheckpointError(f'cannot read checkpoint {step} in {manager.directory}: '
-                          f'{checkpoints.first_line(e)}') from None
-  image_shape = tuple(metadata['image_shape'])
-  model = models.from_config(config, num_classes=len(metadata['class_names']))
-  state = jax.jit(functools.partial(empty_inference_state, model, config.normalization, image_shape),
-                  out_shardings=NamedSharding(mesh, P()))()
-  state = checkpoints.restore(manager, state, step, fields=evaluation.INFERENCE_FIELDS)
-  manager.close()
-  return config, metadata, mesh, state
+    metadata = readable_metadata(manager, step)
+    image_shape = tuple(metadata['image_shape'])
+    model = models.from_config(config, num_classes=len(metadata['class_names']))
+    empty = functools.partial(empty_inference_state, model, config.normalization, image_shape)
+    state = jax.jit(devices.over_members(empty, config.num_seeds),
+                    out_shardings=devices.members_sharding(mesh, config.num_seeds))(jnp.zeros(config.num_seeds))
+    if step is None:  # The newest intact one: a damaged checkpoint is skipped with a warning.
+      state, _ = checkpoints.restore_newest(manager, state, {}, fields=evaluation.INFERENCE_FIELDS, read_only=True)
+    else:
+      state = checkpoints.restore(manager, state, step, fields=evaluation.INFERENCE_FIELDS, metadata=metadata)
+  finally:
+    manager.close()
+  if member is None:
+    return config, metadata, mesh, state
+  state = jax.jit(lambda s: jax.tree_util.tree_map(lambda x: x[member], s), out_shardings=NamedSharding(mesh, P()))(state)
+  return train.member_config(config, config.seed + member), metadata, devices.make_mesh(), state
 
 
-def empty_inference_state(model, normalization: str, image_shape) -> evaluation.InferenceState:
-  """An InferenceState of the right shapes, all zeros: the restore target."""
+def readable_metadata(manager, step=None):
+  """The metadata of checkpoint `step`, or of the newest checkpoint whose metadata can be read; one line if none."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    moved = checkpoints.set_aside_earlier(manager)
+    raise CheckpointError(f'{manager.directory} holds no checkpoint' +
+                          (f' ({len(moved)} unreadable ones are in {checkpoints.unreadable_dir(manager)})'
+                           if moved else ''))
+  if step is not None and step not in steps:
+    raise CheckpointError(f'no checkpoint at step {step}; have {sorted(steps)}')
+  for candidate in [step] if step is not None else steps:
+    try:
+      return checkpoints.read_metadata(manager, candidate)
+    except Exception as e:  # pylint: disable=broad-except  # Orbax raises many kinds for a damaged checkpoint.
+      checkpoints.log_details(f'reading the metadata of checkpoint {candidate} failed', e)
+      reason = checkpoints.short_reason(e)
+  raise CheckpointError(f'cannot read checkpoint {step} in {manager.directory}: {reason}' if step is not None else
+                        f'no checkpoint in {manager.directory} is readable ({reason})')
+
+
+def member_index(config, seed) -> Optional[int]:
+  """Which member of a population `seed` is (None for a single run); one line if it is not one."""
+  if config.num_seeds == 1:
+    if seed is not None and seed != config.seed:
+      raise CheckpointError(f'this workdir holds one run, of seed {config.seed}, not seed {seed}')
+    return None
+  seeds = train.seeds(config)
+  if seed not in seeds:
+    raise CheckpointError(f'this workdir holds a population of seeds {seeds[0]}-{seeds[-1]}; '
+                          f'pass --seed=<one of them>' + (f' (not {seed})' if seed is not None else ''))
+  return seeds.index(seed)
+
+
+def empty_inference_state(model, normalization: str, image_shape, unused_member=None) -> evaluation.InferenceState:
+  """An InferenceState of the right shapes, all zeros: the restore target (vmapped for a population)."""
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape), jnp.float32), train=False)
   # Shapes only: the values come from the checkpoint.
   mean, std = jax.eval_shape(lambda: data.input_statistics(np.zeros((1, *image_shape), np.uint8), normalization))
@@ -103,9 +147,9 @@ def empty_inference_state(model, normalization: str, image_shape) -> evaluation.
                                    input_mean=zeros(mean), input_std=zeros(std), apply_fn=model.apply)
 
 
-def restore_run(workdir: str, step=None):
+def restore_run(workdir: str, step=None, seed=None):
   """(config, dataset, mesh, state): the checkpoint (see restore_model) and the run's dataset."""
-  config, metadata, mesh, state = restore_model(workdir, step)
+  config, metadata, mesh, state = restore_model(workdir, step, seed)
   dataset = data.load_dataset(config)
   if dataset.class_names != metadata['class_names']:
     raise CheckpointError(f'the run\'s data now has classes {dataset.class_names}, but its checkpoint was '
@@ -163,20 +207,22 @@ def main(argv):
   exit_on_extra_arguments(argv)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only restore.
+    errors.send_library_noise_to(workdir_lib.log_path(FLAGS.workdir))  # And logs its errors' tracebacks.
   with exit_on_user_error():
     if FLAGS.data_dir:
-      config, metadata, mesh, state = restore_model(FLAGS.workdir, FLAGS.step)
+      config, metadata, mesh, state = restore_model(FLAGS.workdir, FLAGS.step, FLAGS.seed)
       class_names = metadata['class_names']
       images, labels, changes = data.read_labelled_folder(FLAGS.data_dir, class_names,
                                                           metadata['image_shape'])
       warn_changed(changes, metadata['image_shape'])
       where = f'{FLAGS.data_dir} ({len(labels)} images)'
     else:
-      config, dataset, mesh, state = restore_run(FLAGS.workdir, FLAGS.step)
+      config, dataset, mesh, state = restore_run(FLAGS.workdir, FLAGS.step, FLAGS.seed)
       class_names, images, labels = dataset.class_names, dataset.test_images, dataset.test_labels
       where = 'test'
-    split = evaluation.EvalSet(mesh, images, labels, config.eval_batch_size)
-    result = evaluation.evaluate(evaluation.make_eval_fn(mesh, config.eval_batch_size), state, split)
+    batch_size = config_lib.fitted_eval_batch_size(config, [len(labels)], jax.device_count())
+    split = evaluation.EvalSet(mesh, images, labels, batch_size)
+    result = evaluation.evaluate(evaluation.make_eval_fn(mesh, batch_size), state, split)
   step = int(devices.to_host(state.step))
   print(f'{config.model} at step {step} on {where}: loss {result["loss"]:.4f}  '
         f'accuracy {100 * result["accuracy"]:.2f}%  error {100 * (1 - result["accuracy"]):.2f}%')
@@ -194,4 +240,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  errors.run_cli(main)

@@ -4,7 +4,8 @@ Everything here reads only `apply_fn`, `params`, `batch_stats`, `input_mean` and
 `input_std` of a state, so it serves a `train.TrainState` during training and
 an `InferenceState` restored without its optimizer (evaluate, predict).
 """
-from typing import Any, Callable, Dict
+import functools
+from typing import Any, Callable, Dict, List
 
 import flax
 import jax
@@ -15,6 +16,7 @@ import optax
 
 from jaxresnet import data
 from jaxresnet import devices
+from jaxresnet import recipes
 
 
 class InferenceState(flax.struct.PyTreeNode):
@@ -30,15 +32,16 @@ class InferenceState(flax.struct.PyTreeNode):
 INFERENCE_FIELDS = ('step', 'params', 'batch_stats', 'input_mean', 'input_std')
 
 
-def logits(state, images_uint8: jnp.ndarray) -> jnp.ndarray:
-  """The net's logits for uint8 images, normalized as in training."""
+def logits(state, images_uint8: jnp.ndarray, tta: str = '') -> jnp.ndarray:
+  """The net's logits for uint8 images, normalized as in training; `tta` averages over views (recipes.tta_logits)."""
   images = data.normalize(images_uint8, state.input_mean, state.input_std)
-  return state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
+  apply = lambda x: state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, x, train=False)
+  return recipes.tta_logits(apply, images, tta)
 
 
-def eval_step(state, images_uint8: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray):
+def eval_step(state, images_uint8: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray, tta: str = ''):
   """Sums over the real (mask=1) examples of a batch: loss, correct, count, confusion matrix."""
-  batch_logits = logits(state, images_uint8)
+  batch_logits = logits(state, images_uint8, tta)
   num_classes = batch_logits.shape[-1]
   losses = optax.softmax_cross_entropy_with_integer_labels(batch_logits, labels)
   predictions = jnp.argmax(batch_logits, -1)
@@ -69,22 +72,24 @@ def eval_splits(mesh, dataset: data.Dataset, batch_size: int) -> Dict[str, EvalS
   return {name: EvalSet(mesh, images, labels, batch_size) for name, (images, labels) in splits.items() if len(labels)}
 
 
-def make_eval_fn(mesh, batch_size: int):
-  """jit(state, images, labels, mask) -> summed eval_step results over the whole split."""
+def make_eval_fn(mesh, batch_size: int, num_members: int = 1, tta: str = ''):
+  """jit(state, images, labels, mask) -> summed eval_step results over the whole split (per member)."""
   batch = NamedSharding(mesh, P('data'))
 
-  def eval_fn(state, images, labels, mask):
+  def member_eval_fn(state, images, labels, mask):
     def body(totals, i):
       window = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch_size, batch_size)
       batch_images = jax.lax.with_sharding_constraint(window(images), batch)
-      out = eval_step(state, batch_images, window(labels), window(mask))
+      out = eval_step(state, batch_images, window(labels), window(mask), tta)
       return jax.tree_util.tree_map(jnp.add, totals, out), None
 
-    zeros = jax.eval_shape(eval_step, state, images[:batch_size], labels[:batch_size], mask[:batch_size])
+    zeros = jax.eval_shape(functools.partial(eval_step, tta=tta), state, images[:batch_size], labels[:batch_size],
+                           mask[:batch_size])
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
     totals, _ = jax.lax.scan(body, zeros, jnp.arange(images.shape[0] // batch_size))
     return totals
 
+  eval_fn = devices.over_members(member_eval_fn, num_members, in_axes=(0, None, None, None))
   return jax.jit(eval_fn, out_shardings=NamedSharding(mesh, P()), compiler_options=devices.compiler_options())
 
 
@@ -100,3 +105,16 @@ def summarize(totals) -> Dict[str, Any]:
 
 def evaluate(eval_fn, state, split: EvalSet) -> Dict[str, Any]:
   return summarize(devices.to_host(eval_fn(state, split.images, split.labels, split.mask)))
+
+
+def evaluate_members(eval_fn, state, split: EvalSet, num_members: int) -> List[Dict[str, Any]]:
+  """evaluate() of each member of a population (a single run is a population of one)."""
+  totals = devices.to_host(eval_fn(state, split.images, split.labels, split.mask))
+  return [summarize(member) for member in unstack(totals, num_members)]
+
+
+def unstack(tree, num_members: int) -> list:
+  """The members of a population's (host) tree; [tree] for a single run."""
+  if num_members == 1:
+    return [tree]
+  return [jax.tree_util.tree_map(lambda x: x[k], tree) for k in range(num_members)]

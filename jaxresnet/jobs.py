@@ -71,42 +71,58 @@ class NonFiniteLossError(CheckpointError):
 class MetricWindow:
   """The train metrics since the last log line: kept on the device until a job needs them.
 
-  Fetching waits for the device, so it happens only when a job is due.
+  Fetching waits for the device, so it happens only when a job is due. For a
+  population (num_members > 1) every metric has a members axis, and a member
+  whose loss turns non-finite is frozen instead of stopping the run: `check()`
+  returns it, and the loop stops updating it (train.make_train_fn's `frozen`).
   """
 
-  def __init__(self, skip_nonfinite: bool):
-    self.skip_nonfinite = skip_nonfinite
+  def __init__(self, skip_nonfinite: bool, num_members: int = 1):
+    self.skip_nonfinite, self.num_members = skip_nonfinite, num_members
+    self.diverged: Dict[int, int] = {}  # Member -> step of its first non-finite update.
     self._pending: List[Tuple[int, Any]] = []
     self._host: List[Dict[str, np.ndarray]] = []
 
   def add(self, step: int, metrics) -> None:
     self._pending.append((step, metrics))
 
-  def check(self, last_good_step: Optional[int]) -> None:
-    """Fetches what is pending; raises NonFiniteLossError at the first non-finite step (unless skipped)."""
-    if not self._pending:
-      return
+  def check(self, last_good_step: Optional[int]) -> Dict[int, int]:
+    """Fetches what is pending. A single run raises NonFiniteLossError at its first non-finite step
+    (unless skipped); a population returns the members that diverged since the last check."""
+    newly = {}
     steps = [s for s, _ in self._pending]
     for step, host in zip(steps, devices.to_host([m for _, m in self._pending])):
-      if not self.skip_nonfinite and not host['finite']:
+      self._host.append(host)
+      if self.skip_nonfinite:
+        continue
+      finite = np.atleast_1d(host['finite'])
+      if self.num_members == 1 and not finite[0]:
         raise NonFiniteLossError(
-            f'training diverged at step {step} (loss {host["loss"]:.4g}; loss or weights not '
+            f'training diverged at step {step} (loss {float(host["loss"]):.4g}; loss or weights not '
             f'finite) and stopped without saving it. The last good checkpoint is step '
             f'{last_good_step or "none"}; lower the learning rate, or set '
             'config.skip_nonfinite_updates=True to skip such updates')
-      self._host.append(host)
+      for member in np.flatnonzero(~finite):
+        if int(member) not in self.diverged:
+          self.diverged[int(member)] = newly[int(member)] = step
     self._pending = []
+    return newly
 
-  def summary(self) -> Dict[str, Any]:
-    """Means over the window (call after check()); empties it."""
+  def summary(self) -> List[Dict[str, Any]]:
+    """Each member's means over the window (call after check()); empties it."""
     window, self._host = self._host, []
     if not window:
-      return {}
-    record = {'train_loss': float(np.nanmean([m['loss'] for m in window])),
-              'train_accuracy': float(np.mean([m['accuracy'] for m in window]))}
-    if self.skip_nonfinite:
-      record['skipped_updates'] = int(sum(m['skipped'] for m in window))
-    return record
+      return [{} for _ in range(self.num_members)]
+    stacked = {key: np.stack([np.atleast_1d(m[key]) for m in window]) for key in window[0]}  # (steps, members)
+    records = []
+    for k in range(self.num_members):
+      losses = stacked['loss'][:, k]  # NaN where a step diverged: left out of the mean.
+      record = {'train_loss': float(np.nanmean(losses)) if not np.isnan(losses).all() else float('nan'),
+                'train_accuracy': float(np.mean(stacked['accuracy'][:, k]))}
+      if self.skip_nonfinite:
+        record['skipped_updates'] = int(stacked['skipped'][:, k].sum())
+      records.append(record)
+    return records
 
 
 class Chrono:
@@ -152,9 +168,11 @@ class Checkpointer:
     self.manager, self.metadata = manager, metadata
     self.last_step = start_step  # The newest checkpoint written or resumed from.
 
-  def save(self, state, step: int) -> None:
+  def save(self, state, step: int, diverged: Optional[Dict[int, int]] = None) -> None:
+    """Saves `state` at `step`; a population's frozen members (member -> step) go into the metadata."""
+    metadata = {**self.metadata, 'diverged': sorted(diverged.items())} if diverged else self.metadata
     try:
-      checkpoints.save(self.manager, state, self.metadata)
+      checkpoints.save(self.manager, state, metadata, step)
     except Exception as e:  # Disk full, permissions, a vanished directory...
       kept = [s for s in self.manager.all_steps() if s != step]
       raise CheckpointError(f'cannot write checkpoint {step} to {self.manager.directory}: '
@@ -175,24 +193,37 @@ class Checkpointer:
 
 
 class Evaluator:
-  """Evaluates a state on every split; keeps the latest results for the run's summary."""
+  """Evaluates every member of a state on every split, in each of its views; keeps the latest results.
 
-  def __init__(self, eval_fn, splits: Dict[str, evaluation.EvalSet]):
-    self.eval_fn, self.splits = eval_fn, splits
-    self.results: Optional[Dict[str, Dict[str, Any]]] = None
+  A view is (prefix, eval_fn, which state): the trained weights ('' prefix), and where the
+  recipe has them, test-time augmentation ('tta_') and the weight EMA ('ema_', 'ema_tta_').
+  Records name the numbers <prefix><split>_<loss|accuracy|error>.
+  """
 
-  def __call__(self, state) -> Dict[str, float]:
-    self.results = {name: evaluation.evaluate(self.eval_fn, state, split) for name, split in self.splits.items()}
-    record = {}
-    for name, result in self.results.items():
-      record.update({f'{name}_loss': result['loss'], f'{name}_accuracy': result['accuracy'],
-                     f'{name}_error': 1.0 - result['accuracy']})
-    return record
+  def __init__(self, views: List[Tuple[str, Any, Any]], splits: Dict[str, evaluation.EvalSet],
+               num_members: int = 1):
+    self.views, self.splits, self.num_members = views, splits, num_members
+    self.results: Optional[List[Dict[str, Dict[str, Any]]]] = None  # Per member: <prefix><split> -> result.
+
+  def __call__(self, state) -> List[Dict[str, float]]:
+    """Each member's record of loss, accuracy and error per view and split."""
+    per_split = {prefix + name: evaluation.evaluate_members(eval_fn, view(state), split, self.num_members)
+                 for prefix, eval_fn, view in self.views for name, split in self.splits.items()}
+    self.results = [{name: per_split[name][k] for name in per_split} for k in range(self.num_members)]
+    records = []
+    for member in self.results:
+      record = {}
+      for name, result in member.items():
+        record.update({f'{name}_loss': result['loss'], f'{name}_accuracy': result['accuracy'],
+                       f'{name}_error': 1.0 - result['accuracy']})
+      records.append(record)
+    return records
 
 
 _LOG_FIELDS = (('train_loss', '{:.4f}'), ('train_accuracy', '{:.4f}'), ('learning_rate', '{:.4g}'),
                ('train_images_per_second', '{:.0f}'), ('skipped_updates', '{:d}'),
-               ('val_accuracy', '{:.4f}'), ('test_accuracy', '{:.4f}'))
+               ('val_accuracy', '{:.4f}'), ('test_accuracy', '{:.4f}'), ('tta_test_accuracy', '{:.4f}'),
+               ('ema_test_accuracy', '{:.4f}'), ('ema_tta_test_accuracy', '{:.4f}'))
 
 
 def log_line(step: int, total_steps: int, record: Dict[str, Any]) -> str:
@@ -201,11 +232,21 @@ def log_line(step: int, total_steps: int, record: Dict[str, Any]) -> str:
   return '  '.join(parts)
 
 
-class Console:
-  """Where a step's record goes: metrics.jsonl + TensorBoard, and a line (tqdm's bar on a terminal)."""
+def population_line_record(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+  """One record for a population's log line: counts and throughput summed over members, the rest averaged."""
+  summed = ('train_images_per_second', 'skipped_updates')
+  return {key: (sum(r[key] for r in records) if key in summed else float(np.mean([r[key] for r in records])))
+          for key in records[0]}
 
-  def __init__(self, writer: MetricWriter, total_steps: int, start_step: int, enabled: bool):
-    self.writer, self.total_steps, self.enabled = writer, total_steps, enabled
+
+class Console:
+  """Where a step's records go: each member's metrics.jsonl + TensorBoard, and one line (tqdm's bar on a terminal).
+
+  A population's line shows the mean over its members.
+  """
+
+  def __init__(self, writers: List[MetricWriter], total_steps: int, start_step: int, enabled: bool):
+    self.writers, self.total_steps, self.enabled = writers, total_steps, enabled
     self.progress = None
     if enabled and sys.stderr.isatty():
       import tqdm  # pylint: disable=g-import-not-at-top
@@ -217,14 +258,21 @@ class Console:
     elif self.enabled:
       print(line, flush=True)
 
-  def write(self, step: int, record: Dict[str, Any]) -> None:
-    if record:
-      self.writer.write(step, record)
-      self.print(log_line(step, self.total_steps, record))
+  def write(self, step: int, records: List[Dict[str, Any]]) -> None:
+    """One record per member (all empty: nothing is due)."""
+    if any(records):
+      for writer, record in zip(self.writers, records):
+        writer.write(step, record)
+      if len(records) == 1:
+        self.print(log_line(step, self.total_steps, records[0]))
+      else:
+        self.print(log_line(step, self.total_steps, population_line_record(records)) +
+                   f'  ({len(records)} seeds: mean; images/s and skipped updates summed)')
     if self.progress is not None:
       self.progress.update(1)
 
   def close(self) -> None:
     if self.progress is not None:
       self.progress.close()
-    self.writer.close()
+    for writer in self.writers:
+      writer.close()

@@ -12,19 +12,26 @@ Images of any size or mode are resized and converted to the run's image shape
 `error:` line on stderr and the others are still classified; the exit status
 is then 1. Only the checkpoint is read, not the training data.
 """
+
+from jaxresnet import preemption
+
+if __name__ == '__main__':  # First, before the slow imports: Ctrl-C or SIGTERM while starting up is one line.
+  preemption.stop_on_signals()
+
 import os
 import sys
 from typing import List
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 import numpy as np
 
 from jaxresnet import data
+from jaxresnet import errors
 from jaxresnet import evaluate
 from jaxresnet import evaluation
+from jaxresnet import workdir as workdir_lib
 from jaxresnet.errors import DataError, exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -33,6 +40,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   flags.DEFINE_string('workdir', None, 'The training run\'s workdir (holding config.json and checkpoints/).')
   flags.DEFINE_integer('step', None, 'Checkpoint step to use (default: the newest).')
+  flags.DEFINE_integer('seed', None, 'In the workdir of a population (config.num_seeds > 1): which seed to use.')
   flags.DEFINE_integer('top_k', 3, 'How many classes to print per image.', lower_bound=1)
   flags.DEFINE_integer('batch_size', 256, 'Images classified per forward pass.', lower_bound=1)
   flags.mark_flag_as_required('workdir')
@@ -73,8 +81,9 @@ def main(argv):
     sys.exit(2)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only restore.
+    errors.send_library_noise_to(workdir_lib.log_path(FLAGS.workdir))  # And logs its errors' tracebacks.
   with exit_on_user_error():
-    _, metadata, _, state = evaluate.restore_model(FLAGS.workdir, FLAGS.step)
+    _, metadata, _, state = evaluate.restore_model(FLAGS.workdir, FLAGS.step, FLAGS.seed)
   class_names, image_shape = metadata['class_names'], tuple(metadata['image_shape'])
   files = find_images(paths)
   if not files:
@@ -113,4 +122,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  errors.run_cli(main)

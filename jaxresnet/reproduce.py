@@ -5,8 +5,10 @@
 
 Trains Plain-20/32/44/56 and ResNet-20/32/44/56/110, each with its config file
 (configs/<model>.py: the paper's recipe, ResNet-110's warm-up included), one
-run per model and seed in DIR/<model>/seed<k>. Runs go seed by seed, so a
-table with one seed of every model is complete first. Rerunning the command
+run per model and seed in DIR/<model>/seed<k>. By default the seeds of a model
+train together as one population (config.num_seeds; checkpoints in
+DIR/<model>/checkpoints), model after model; with --nopopulation runs go seed by
+seed, so a table with one seed of every model is complete first. Rerunning the command
 skips finished runs and resumes unfinished ones from their newest checkpoint;
 each run's wall-clock time, summed over the sessions it took, goes to its
 timing.json. SIGTERM or Ctrl-C stops the current run at a checkpoint and ends
@@ -39,7 +41,7 @@ import shlex
 import signal
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -67,14 +69,17 @@ def recipe_config(model: str) -> ml_collections.ConfigDict:
   if model not in models_lib.MODELS:
     raise ConfigError(f'unknown model {model!r}; known models: {", ".join(sorted(models_lib.MODELS))}')
   try:
-    module = importlib.import_module(f'configs.{model}')
+    module = importlib.import_module(f'jaxresnet.configs.{model}')
   except ModuleNotFoundError as e:
-    if e.name != f'configs.{model}':
+    if e.name != f'jaxresnet.configs.{model}':
       raise
-    config = importlib.import_module('configs.default').get_config()
+    config = importlib.import_module('jaxresnet.configs.default').get_config()
     config.model = model
     return config
   return module.get_config()
+
+
+MAX_EVALS_PER_RUN = 10
 
 
 def _scaled(steps: int, scale: float) -> int:
@@ -96,6 +101,11 @@ def scale_schedule(config: ml_collections.ConfigDict, scale: float) -> None:
   for field in ('warmup_steps', 'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
     if config[field] > 0:
       config[field] = _scaled(config[field], scale)
+  # A short (smoke) run still evaluates and checkpoints at most about MAX_EVALS_PER_RUN times:
+  # both cost far more than a step.
+  for field in ('eval_every_steps', 'checkpoint_every_steps'):
+    if config[field] > 0:
+      config[field] = max(config[field], -(-config.num_train_steps // MAX_EVALS_PER_RUN))
 
 
 def run_config(model: str, seed: int = 0, steps_scale: float = 1.0, **overrides) -> ml_collections.ConfigDict:
@@ -167,40 +177,88 @@ def load_peer():
 def train_run(config: ml_collections.ConfigDict, directory: str, peer=None) -> Dict[str, Any]:
   """Trains or resumes one run in `directory`, adding this session's wall-clock time to timing.json.
 
-  With `peer` (load_peer()'s module) the run is the PyTorch peer's, `config` its peer_config().
+  With `peer` (load_peer()'s module) the run is the PyTorch peer's, `config` its peer_config(). A
+  population (config.num_seeds > 1) trains in `directory` with its members in directory/seed<k>/;
+  each member's timing.json gets its share of the time (the session's seconds / num_seeds) and
+  the whole in `population_seconds`.
   """
   check_same_run(directory, config)
   os.makedirs(directory, exist_ok=True)
   is_main = jax.process_index() == 0
-  timing_path = os.path.join(directory, report.TIMING_FILE)
-  timing = report.read_json(timing_path) or {'sessions': []}
+  timing_dirs = train.member_dirs(config, directory)
+  timings = [report.read_json(os.path.join(d, report.TIMING_FILE)) or {'sessions': []} for d in timing_dirs]
   # Written before training with seconds=None: a session killed outright stays visible as unrecorded.
   session = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
              'seconds': None, 'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
              'versions': software_versions()}
   if peer:
     session['versions'].update(peer.software_versions())
-  timing['sessions'].append(session)
-  if is_main:
-    _write_json(timing_path, timing)
+  if config.num_seeds > 1:
+    session['num_seeds'] = config.num_seeds
+  for timing in timings:
+    timing['sessions'].append(session)
+
+  def write_timings():
+    if is_main:
+      for d, timing in zip(timing_dirs, timings):
+        os.makedirs(d, exist_ok=True)
+        _write_json(os.path.join(d, report.TIMING_FILE), timing)
+
+  write_timings()
   start = time.perf_counter()
   try:
     if peer:
       return peer.train_and_evaluate(config, directory)
     return train.train_and_evaluate(config, directory)
   finally:  # Also when interrupted: the time spent counts.
-    session['seconds'] = time.perf_counter() - start
-    if is_main:
-      _write_json(timing_path, timing)
+    seconds = time.perf_counter() - start
+    session['seconds'] = seconds / config.num_seeds
+    if config.num_seeds > 1:
+      session['population_seconds'] = seconds
+    write_timings()
+
+
+def finished(directory: str, config) -> bool:
+  """Whether a run (every member of a population) wrote its final results."""
+  return all(report.is_finished(d, config.num_train_steps) for d in train.member_dirs(config, directory))
+
+
+def population_jobs(workdir: str, model: str, seeds: Sequence[int], configs) -> List[tuple]:
+  """How the unfinished seeds of a model train: (name, directory, config) per job.
+
+  Seeds never started alone are trained together as one population in DIR/<model>/ (members
+  in DIR/<model>/seed<k>/, where the report reads them). Seeds already started alone (a
+  seed<k>/checkpoints/ from a seed-by-seed reproduction) or outside an existing population
+  go on alone: a finished or half-trained run is never trained over.
+  """
+  model_dir = os.path.join(workdir, model)
+  started = plot.read_config(model_dir)  # An existing population's config, if any.
+  if started:
+    members = list(range(started['seed'], started['seed'] + started['num_seeds']))
+  else:
+    alone = lambda s: os.path.isdir(os.path.join(report.run_dir(workdir, model, s), 'checkpoints'))
+    members = [s for s in seeds if not alone(s)]
+    if len(members) < 2 or members != list(range(members[0], members[0] + len(members))):
+      members = []  # One seed, or a gap left by runs started alone: seed by seed.
+  jobs = []
+  if members and any(not report.is_finished(report.run_dir(workdir, model, s), configs[s].num_train_steps)
+                     for s in members):
+    population = configs[members[0]].copy_and_resolve_references()
+    population.num_seeds = len(members)
+    jobs.append((f'{model} seeds {members[0]}-{members[-1]} (one population)', model_dir, population))
+  jobs += [(f'{model} seed {s}', report.run_dir(workdir, model, s), configs[s]) for s in seeds if s not in members]
+  return jobs
 
 
 def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str]] = None, seeds: int = 3,
               steps_scale: float = 1.0, overrides: Optional[Dict[str, Any]] = None,
               output: Optional[str] = None, command: str = '', peer: bool = False,
-              peer_padding: Optional[str] = None) -> Dict[str, Any]:
+              peer_padding: Optional[str] = None, population: bool = True) -> Dict[str, Any]:
   """Trains every (model, seed) run not finished yet in `workdir`, then writes the report.
 
-  With `peer`, each jaxresnet run is followed by the PyTorch peer's run of the same config.
+  With `population`, the seeds of a model train together in one program (population_jobs);
+  otherwise seed by seed. With `peer`, each jaxresnet run is followed by the PyTorch peer's
+  run of the same config.
   """
   if table not in report.TABLES:
     raise ConfigError(f'unknown table {table!r}; known: {", ".join(report.TABLES)}')
@@ -235,13 +293,22 @@ def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str
       peer_lib.check_config(config)
       check_same_run(directory, config)
     runs = [run for pair in zip(runs, peer_runs) for run in pair]
+  if population:  # Model by model: the seeds of each as one population, then its peer runs.
+    runs = [run for model in models
+            for run in [(name, directory, config, None) for name, directory, config in population_jobs(
+                workdir, model, range(seeds), {s: configs[(model, s)] for s in range(seeds)})]
+            + [r for r in runs if r[3] is not None and r[1].startswith(os.path.join(workdir, model, ''))]]
+    for _, directory, config, trainer in runs:
+      if trainer is None:
+        config_lib.validate(config, jax.device_count())
+        check_same_run(directory, config)
   settings = {'table': table, 'steps_scale': steps_scale, 'dataset': configs[jobs[0]].dataset,
               'recipe_overrides': {k: v for k, v in overrides.items() if k in RECIPE_FIELDS and k != 'dataset'}}
   plan = report.read_plan(workdir)
   if plan and plan.get('settings') != settings:
     raise ConfigError(f'{workdir} was started with settings {json.dumps(plan.get("settings"))}, not '
                       f'{json.dumps(settings)}; use another --workdir')
-  todo = [config for _, directory, config, _ in runs if not report.is_finished(directory, config.num_train_steps)]
+  todo = [config for _, directory, config, _ in runs if not finished(directory, config)]
   if todo:  # Fails on missing or unreadable data now, not at the first run (and caches the arrays).
     data.load_dataset(todo[0])
 
@@ -256,7 +323,7 @@ def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str
 
   for i, (name, directory, config, trainer) in enumerate(runs, 1):
     prefix = f'[{i}/{len(runs)}] {name}'
-    if report.is_finished(directory, config.num_train_steps):
+    if finished(directory, config):
       print(f'{prefix}: finished, skipped', flush=True)
       continue
     started = os.path.exists(os.path.join(directory, 'config.json'))
@@ -293,6 +360,8 @@ def define_flags():
   flags.DEFINE_integer('eval_every_steps', None, 'Default: the recipe\'s 2,000, times --steps_scale.')
   flags.DEFINE_integer('log_every_steps', None, 'Default: the recipe\'s 100, times --steps_scale.')
   flags.DEFINE_integer('checkpoint_every_steps', None, 'Default: the recipe\'s 2,000, times --steps_scale.')
+  flags.DEFINE_bool('population', True, 'Train the seeds of each model together, as one population in one '
+                    'program (config.num_seeds); --nopopulation trains them one by one.')
   flags.DEFINE_bool('peer', False, 'Also train the PyTorch peer (benchmarks/torch_peer.py, needs torch) after '
                     'each run, in DIR/<model>/peer_seed<k>.')
   flags.DEFINE_string('peer_padding', None, 'The peer\'s stride-2 conv padding: symmetric (default, the paper\'s '
@@ -311,7 +380,7 @@ def main(argv):
   command = ' '.join(['python -m jaxresnet.reproduce'] + [shlex.quote(a) for a in sys.argv[1:]])
   with exit_on_user_error():
     reproduce(FLAGS.workdir, FLAGS.table, FLAGS.models, FLAGS.seeds, FLAGS.steps_scale, overrides,
-              FLAGS.output, command, FLAGS.peer, FLAGS.peer_padding)
+              FLAGS.output, command, FLAGS.peer, FLAGS.peer_padding, FLAGS.population)
 
 
 if __name__ == '__main__':

@@ -14,24 +14,35 @@ WORKDIR/sweep.md and WORKDIR/sweep.csv hold one row per point: its values, the
 steps trained and the final validation and test accuracy; sweep.md also names
 the best point by validation accuracy and, for a two-field grid, lays the test
 accuracies out as a table of one field against the other.
+
+One sweep at a time works in a WORKDIR (it holds WORKDIR/.lock), and each
+point's run holds its own sub-workdir: a second sweep, or a `main` on a point
+being trained, stops at once with one line naming the process at work.
 """
+from jaxresnet import preemption
+
+if __name__ == '__main__':  # First, before the slow imports: Ctrl-C or SIGTERM while starting up is one line.
+  preemption.stop_on_signals()
+
 import ast
+import contextlib
 import csv
 import itertools
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import logging
 import jax
 import ml_collections
 
 from jaxresnet import config as config_lib
 from jaxresnet import data
+from jaxresnet import errors
 from jaxresnet import report
 from jaxresnet import main as main_lib  # Its --config, --workdir and flag parsing.
 from jaxresnet import train
+from jaxresnet import workdir as workdir_lib
 from jaxresnet.errors import ConfigError, exit_on_user_error
 
 FLAGS = main_lib.FLAGS
@@ -187,6 +198,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, grid: Grid) -> Di
   points = grid_points(config, grid)
   total_steps = TotalSteps()
   is_main = jax.process_index() == 0
+  workdir_lib.check_writable(workdir)
+  with (workdir_lib.lock_workdir(workdir) if is_main else contextlib.nullcontext()):
+    return _run_points(workdir, grid, points, total_steps, is_main)
+
+
+def _run_points(workdir, grid, points, total_steps, is_main) -> Dict[str, Optional[dict]]:
   results = {}
   for name, _, point in points:
     point_dir = os.path.join(workdir, name)
@@ -229,10 +246,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # As main: keep JAX's start-up INFO lines out.
   if FLAGS.coordinator_address or FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  if not FLAGS['verbosity'].present:  # Orbax's logged tracebacks and asyncio's reports go to WORKDIR/log.txt.
+    errors.send_library_noise_to(workdir_lib.log_path(FLAGS.workdir))
   with exit_on_user_error():
     grid = parse_grid(argv[1:], FLAGS.config)
     run_sweep(FLAGS.config, FLAGS.workdir, grid)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  errors.run_cli(main, flags_parser=parse_flags, stopped_hint='run the same command to continue')

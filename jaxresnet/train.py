@@ -5,17 +5,26 @@ tested alone. `make_train_fn` wraps it with what runs on the device around it:
 pick the batch out of the on-device training set by the epoch's permutation,
 normalize and augment it, shard it over the `data` axis of the device mesh.
 `train_and_evaluate` is the whole run; its periodic jobs live in jobs.py.
+
+A population (`config.num_seeds` = K > 1) trains the runs of seeds seed ...
+seed+K-1 in one program: every array of the train state, and the epoch's
+permutation, get a leading members axis, and the step is vmapped over
+it (devices.over_members). Member k computes exactly what a run with `--config.seed=seed+k` computes
+alone (its own initialization, example order, augmentation and BatchNorm
+statistics; the batch size is per member). With K = 1 nothing is vmapped and
+the state has today's shapes, so older checkpoints still restore.
 """
-import functools
+import dataclasses
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from flax.training import train_state
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxresnet import checkpoints
@@ -26,6 +35,7 @@ from jaxresnet import evaluation
 from jaxresnet import jobs
 from jaxresnet import models
 from jaxresnet import optim
+from jaxresnet import recipes
 from jaxresnet import workdir as workdir_lib
 from jaxresnet.metric_writers import MetricWriter
 from jaxresnet.preemption import StopRequest
@@ -39,13 +49,67 @@ class TrainState(train_state.TrainState):
   input_std: jax.Array
 
 
-def create_train_state(model, tx, rng, input_mean, input_std, image_shape) -> TrainState:
+class EmaTrainState(TrainState):
+  """A TrainState with an exponential moving average of the weights (config.ema_decay > 0).
+
+  Its own class, so that runs without an EMA keep the checkpoint layout they always had.
+  """
+  ema_params: Any
+  ema_batch_stats: Any
+
+  def ema(self):
+    """The state with the averaged weights in place of the trained ones (for evaluation)."""
+    return self.replace(params=self.ema_params, batch_stats=self.ema_batch_stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """What the train step does besides SGD on the crop-and-flip batch: configs/default.py's recipe switches.
+
+  All off by default, so the paper's recipe computes exactly what it always did.
+  """
+  num_classes: int
+  policy: Optional[recipes.ImagePolicy] = None  # RandAugment / AutoAugment, on uint8 images.
+  cutout: int = 0
+  mixup_alpha: float = 0.0
+  cutmix_alpha: float = 0.0
+  label_smoothing: float = 0.0
+  ema_decay: float = 0.0
+  sam: bool = False
+
+  @classmethod
+  def from_config(cls, config, num_classes: int) -> 'Recipe':
+    return cls(num_classes=num_classes, policy=recipes.parse_policy(config.randaugment), cutout=config.cutout,
+               mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+               label_smoothing=config.label_smoothing, ema_decay=config.ema_decay, sam=config.sam_rho > 0)
+
+  @property
+  def mixes(self) -> bool:
+    return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+def seeds(config):
+  """The seed of every member: config.seed, config.seed + 1, ..."""
+  return [config.seed + k for k in range(config.num_seeds)]
+
+
+def seed_keys(config, fold: Optional[int] = None) -> jax.Array:
+  """PRNGKey(seed) (folded with `fold`), with a leading members axis for a population."""
+  keys = [jax.random.PRNGKey(s) for s in seeds(config)]
+  if fold is not None:
+    keys = [jax.random.fold_in(k, fold) for k in keys]
+  return keys[0] if config.num_seeds == 1 else jnp.stack(keys)
+
+
+def create_train_state(model, tx, rng, input_mean, input_std, image_shape, ema: bool = False) -> TrainState:
   init_rng, augment_rng = jax.random.split(rng)
   variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                           batch_stats=variables.get('batch_stats', {}), rng=augment_rng,
-                           input_mean=jnp.asarray(input_mean, jnp.float32),
-                           input_std=jnp.asarray(input_std, jnp.float32))
+  fields = dict(apply_fn=model.apply, params=variables['params'], tx=tx,
+                batch_stats=variables.get('batch_stats', {}), rng=augment_rng,
+                input_mean=jnp.asarray(input_mean, jnp.float32), input_std=jnp.asarray(input_std, jnp.float32))
+  if ema:  # The average starts as a copy of the initial weights (optax.incremental_update has no debiasing).
+    return EmaTrainState.create(**fields, ema_params=fields['params'], ema_batch_stats=fields['batch_stats'])
+  return TrainState.create(**fields)
 
 
 def cross_entropy_loss(logits, labels):
@@ -57,72 +121,115 @@ def step_rngs(state: TrainState):
   return jax.random.split(jax.random.fold_in(state.rng, state.step))
 
 
+# The recipe switches draw from the step's augmentation key folded with these, so the crop and
+# flip (the augmentation key itself) stay what they were before the switches existed.
+POLICY_KEY, CUTOUT_KEY, MIX_KEY = 1, 2, 3
+
+
+def recipe_key(state: TrainState, which: int) -> jax.Array:
+  return jax.random.fold_in(step_rngs(state)[0], which)
+
+
 def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
-               skip_nonfinite: bool = False):
+               skip_nonfinite: bool = False, frozen=None, recipe: Optional[Recipe] = None):
   """One optimizer step on a batch of normalized (and augmented) float images.
 
   With `skip_nonfinite`, an update whose loss or gradients are not finite is
   dropped (the step counter still advances) and counted in metrics['skipped'].
+  A `frozen` (bool) member of a population drops every update. `recipe` adds
+  mixup/cutmix, label smoothing, SAM and the weight EMA.
   """
+  targets = labels
+  if recipe is not None and recipe.mixes:
+    images, targets = recipes.mix(recipe_key(state, MIX_KEY), images, jax.nn.one_hot(labels, recipe.num_classes),
+                                  recipe.mixup_alpha, recipe.cutmix_alpha)
+  smoothing = recipe.label_smoothing if recipe is not None else 0.0
 
   def loss_fn(params):
     logits, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
                                      images, train=True, mutable=['batch_stats'],
                                      rngs={'dropout': step_rngs(state)[1]})
-    return cross_entropy_loss(logits, labels), (logits, updates.get('batch_stats', {}))  # none without BatchNorm
+    if targets is labels and not smoothing:
+      loss = cross_entropy_loss(logits, labels)
+    else:
+      loss = recipes.cross_entropy(logits, targets, smoothing)
+    return loss, (logits, updates.get('batch_stats', {}))  # none without BatchNorm
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  # SAM asks for the gradient at its perturbed weights itself; the first pass's BatchNorm statistics are kept.
+  sam_grad_fn = recipes.sam_grad_fn(loss_fn) if recipe is not None and recipe.sam else None
+  new_state = recipes.apply_gradients(state, grads, sam_grad_fn, batch_stats=batch_stats)
+  if recipe is not None and recipe.ema_decay:
+    ema_params, ema_batch_stats = recipes.ema_update((state.ema_params, state.ema_batch_stats),
+                                                     (new_state.params, batch_stats), recipe.ema_decay)
+    new_state = new_state.replace(ema_params=ema_params, ema_batch_stats=ema_batch_stats)
   # A finite loss can still come with an update that overflows the weights: check both.
   finite = jnp.isfinite(loss) & jnp.all(jnp.array(
       [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves((new_state.params, batch_stats))]))
   metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels), 'finite': finite}
   if skip_nonfinite:
+    keep = finite if frozen is None else finite & jnp.logical_not(frozen)
     unchanged = state.replace(step=new_state.step)
-    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, unchanged)
+    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old), new_state, unchanged)
     metrics['skipped'] = jnp.logical_not(finite).astype(jnp.int32)
   return new_state, metrics
 
 
-def prepare_images(state: TrainState, images_uint8, augment: bool):
-  """The step's training batch: normalized, then (with `augment`) padded, cropped and flipped."""
+def prepare_images(state: TrainState, images_uint8, augment: bool, recipe: Optional[Recipe] = None):
+  """The step's training batch: RandAugment/AutoAugment (uint8), normalized, then (with `augment`)
+  padded, cropped and flipped, then cut out."""
+  if recipe is not None:
+    images_uint8 = recipes.apply_policy(recipe_key(state, POLICY_KEY), images_uint8, recipe.policy)
   images = data.normalize(images_uint8, state.input_mean, state.input_std)
   if augment:
     images = data.augment(step_rngs(state)[0], images)
+  if recipe is not None and recipe.cutout:
+    images = recipes.cutout(recipe_key(state, CUTOUT_KEY), images, recipe.cutout)
   return images
 
 
-def make_train_fn(mesh, config, steps_per_epoch: int, jit: bool = True):
-  """(state, train_images, train_labels, permutation) -> (state, metrics): the step with its input pipeline.
+def make_train_fn(mesh, config, steps_per_epoch: int, num_classes: int, jit: bool = True):
+  """(state, train_images, train_labels, permutation[, frozen]) -> (state, metrics): the step and its input.
 
+  For a population, `state` and `permutation` have a members axis and `frozen`
+  (bool per member) stops the members that diverged; the training set is shared.
   Jitted with the state donated; `jit=False` gives the pure function (to compose, e.g. in a scan).
   """
   batch_size = config.batch_size
-  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  batch = NamedSharding(mesh, P('data'))
+  # A diverged member must not stop the others: in a population its non-finite updates are dropped.
+  skip_nonfinite = config.skip_nonfinite_updates or config.num_seeds > 1
+  recipe = Recipe.from_config(config, num_classes)
 
-  def train_fn(state, train_images, train_labels, permutation):
+  def member_fn(state, train_images, train_labels, permutation, frozen):
     start = (state.step % steps_per_epoch) * batch_size
     indices = jax.lax.dynamic_slice(permutation, (start,), (batch_size,))
     # Each device gathers, augments and computes on its own slice of the batch.
     indices = jax.lax.with_sharding_constraint(indices, batch)
-    images = prepare_images(state, train_images[indices], config.augment)
-    return train_step(state, images, train_labels[indices], config.skip_nonfinite_updates)
+    images = prepare_images(state, train_images[indices], config.augment, recipe)
+    return train_step(state, images, train_labels[indices], skip_nonfinite, frozen, recipe)
+
+  vmapped = devices.over_members(member_fn, config.num_seeds, in_axes=(0, None, None, 0, 0))
+
+  def train_fn(state, train_images, train_labels, permutation, frozen=None):
+    return vmapped(state, train_images, train_labels, permutation, frozen)
 
   if not jit:
     return train_fn
-  return jax.jit(train_fn, donate_argnums=(0,), out_shardings=(replicated, replicated),
+  return jax.jit(train_fn, donate_argnums=(0,), out_shardings=(devices.members_sharding(mesh, config.num_seeds), NamedSharding(mesh, P())),
                  compiler_options=devices.compiler_options())
 
 
-def make_permutation_fn(mesh, num_examples: int):
-  """jit(key, epoch) -> the epoch's example order: a pure function of seed and epoch."""
-  return jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), num_examples),
-                 out_shardings=NamedSharding(mesh, P()))
+def make_permutation_fn(mesh, config, num_examples: int):
+  """jit(keys, epoch) -> the epoch's example order (per member): a pure function of seed and epoch."""
+  permutation = lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  return jax.jit(devices.over_members(permutation, config.num_seeds, in_axes=(0, None)),
+                 out_shardings=devices.members_sharding(mesh, config.num_seeds))
 
 
 def data_key(config) -> jax.Array:
-  """The key of the run's example order (the permutation of each epoch)."""
-  return jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  """The key(s) of the run's example order (the permutation of each epoch)."""
+  return seed_keys(config, fold=1)
 
 
 def build(config, dataset: data.Dataset, mesh):
@@ -132,10 +239,13 @@ def build(config, dataset: data.Dataset, mesh):
   schedule = optim.create_learning_rate_schedule(config, num_train // config.batch_size,
                                                  config_lib.num_train_steps(config, num_train))
   tx = optim.create_optimizer(config, schedule)
+  if config.sam_rho > 0:
+    tx = recipes.sam(tx, config.sam_rho)
   mean, std = data.input_statistics(dataset.train_images, config.normalization)
-  init = functools.partial(create_train_state, model, tx, jax.random.PRNGKey(config.seed), mean, std,
-                           dataset.train_images.shape[1:])
-  state = jax.jit(init, out_shardings=NamedSharding(mesh, P()))()
+  init = lambda rng: create_train_state(model, tx, rng, mean, std, dataset.train_images.shape[1:],
+                                        ema=config.ema_decay > 0)
+  state = jax.jit(devices.over_members(init, config.num_seeds),
+                  out_shardings=devices.members_sharding(mesh, config.num_seeds))(seed_keys(config))
   return model, state, schedule
 
 
@@ -143,50 +253,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """Trains (or resumes) the run a config describes in `workdir`; returns the final metrics.
 
   On SIGTERM/SIGINT it saves a checkpoint at the current step and returns early
-  (summary['stopped'] names the signal); rerunning resumes exactly.
+  (summary['stopped'] names the signal); rerunning resumes exactly. A population
+  returns {'members': [each member's summary]} and writes them to WORKDIR/seed<k>/.
   """
-  mesh = devices.make_mesh()
   config_lib.validate(config, jax.device_count())
+  run_lock = workdir_lib.check_before_run(workdir, config)  # Now, not after the data: a file, busy, another run's.
+  mesh = devices.make_mesh(config.num_seeds)
   dataset = data.load_dataset(config)
   total_steps = config_lib.num_train_steps(config, len(dataset.train_labels))
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
   model, state, schedule = build(config, dataset, mesh)
-  workdir_lib.check_writable(workdir)  # Only now: a bad config or bad data leave nothing behind.
+  config = config_lib.fit_to_splits(config, dataset, jax.device_count())  # eval_batch_size <= the largest split.
   metadata = checkpoints.run_metadata(config, dataset)
-  manager = checkpoints.create_manager(workdir, config.checkpoints_to_keep)
-  state, start_step = checkpoints.restore_newest(manager, state, metadata)
-  start_step = start_step or 0
+  # Creates and locks the workdir only now (bad data leave nothing behind); the manager holds the lock.
+  manager, state, start_step = workdir_lib.open_run(workdir, config, state, metadata, run_lock)
   console = start_console(config, workdir, model, state, dataset, start_step, total_steps)
 
   train_images, train_labels = devices.replicate(mesh, dataset.train_images), devices.replicate(mesh, dataset.train_labels)
-  train_fn = make_train_fn(mesh, config, steps_per_epoch)
-  epoch_order = jobs.EpochOrder(make_permutation_fn(mesh, len(dataset.train_labels)), data_key(config),
+  train_fn = make_train_fn(mesh, config, steps_per_epoch, dataset.num_classes)
+  epoch_order = jobs.EpochOrder(make_permutation_fn(mesh, config, len(dataset.train_labels)), data_key(config),
                                 steps_per_epoch)
-  window, chrono = jobs.MetricWindow(config.skip_nonfinite_updates), jobs.Chrono(config.batch_size)
+  window = jobs.MetricWindow(config.skip_nonfinite_updates, config.num_seeds)
+  window.diverged = checkpoints.diverged_members(manager, start_step)
+  chrono, frozen = jobs.Chrono(config.batch_size), frozen_members(mesh, config, window)
   checkpointer = jobs.Checkpointer(manager, metadata, start_step)
-  evaluator = jobs.Evaluator(evaluation.make_eval_fn(mesh, config.eval_batch_size),
-                             evaluation.eval_splits(mesh, dataset, config.eval_batch_size))
+  evaluator = jobs.Evaluator(eval_views(mesh, config), evaluation.eval_splits(mesh, dataset, config.eval_batch_size),
+                             config.num_seeds)
   step, stopped, failed = start_step, None, True
   try:
     with StopRequest() as stop:
       while step < total_steps and not stopped:
-        state, metrics = train_fn(state, train_images, train_labels, epoch_order(step))
+        state, metrics = train_fn(state, train_images, train_labels, epoch_order(step), frozen)
         step += 1
         window.add(step, metrics)
         chrono.tick(metrics)
         if stop.requested(collective=jobs.itstime(step, config.log_every_steps, total_steps)):
           stopped = stop.signal_name or 'a signal to another process'
-        due, record = jobs.Due.after(step, config, total_steps, stopping=bool(stopped)), {}
-        if due.any:
-          window.check(checkpointer.last_step)  # Before any save: no checkpoint holds a diverged model.
+        due, records = jobs.Due.after(step, config, total_steps, stopping=bool(stopped)), [{}] * config.num_seeds
+        # Before any save: no checkpoint holds a diverged single run; a diverged member is frozen.
+        if due.any and window.check(checkpointer.last_step):
+          frozen = frozen_members(mesh, config, window, console)
         if due.log:
-          record.update(**window.summary(), learning_rate=float(schedule(step - 1)), **chrono.rate())
+          common = {'learning_rate': float(schedule(step - 1)), **chrono.rate()}
+          records = [{**r, **common} for r in window.summary()]
         if due.save:
-          checkpointer.save(state, step)
+          checkpointer.save(state, step, diverged=window.diverged)
         if due.eval:  # After the save: a failing evaluation never costs the step's checkpoint.
           with chrono.paused():
-            record.update(evaluator(state))
-        console.write(step, record)
+            records = [{**r, **e} for r, e in zip(records, evaluator(state))]
+        console.write(step, records)
     failed = False
   finally:
     console.close()
@@ -194,45 +309,109 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if stopped:
     console.print(f'stopped by {stopped} at step {step}: checkpoint saved; run the same command to resume')
     return {'model': config.model, 'step': step, 'stopped': stopped}
-  return write_results(config, workdir, console, evaluator, state, step, model, dataset)
+  return write_results(config, workdir, console, evaluator, state, step, model, dataset, window.diverged)
+
+
+def eval_views(mesh, config) -> List[tuple]:
+  """(prefix, eval_fn, state -> evaluated state) for jobs.Evaluator: the trained weights, and with the
+  recipe's test-time augmentation and weight EMA also those."""
+  plain = evaluation.make_eval_fn(mesh, config.eval_batch_size, config.num_seeds)
+  tta = evaluation.make_eval_fn(mesh, config.eval_batch_size, config.num_seeds, config.tta) if config.tta else None
+  trained, averaged = (lambda state: state), (lambda state: state.ema())
+  views = [('', plain, trained)] + ([('tta_', tta, trained)] if tta else [])
+  if config.ema_decay:
+    views += [('ema_', plain, averaged)] + ([('ema_tta_', tta, averaged)] if tta else [])
+  return views
+
+
+def member_dirs(config, workdir: str) -> List[str]:
+  """Where each member's metrics and results go: the workdir itself for a single run."""
+  if config.num_seeds == 1:
+    return [workdir]
+  return [os.path.join(workdir, f'seed{s}') for s in seeds(config)]
+
+
+def member_config(config, seed: int) -> ml_collections.ConfigDict:
+  """The config of the single run a population member equals."""
+  member = config.copy_and_resolve_references()
+  with member.unlocked():
+    member.seed, member.num_seeds = seed, 1
+  return member
+
+
+def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jobs.Console] = None):
+  """The device mask of the members that stopped training (None for a single run); reports new ones."""
+  if config.num_seeds == 1:
+    return None
+  if console is not None:
+    for member, step in sorted(window.diverged.items()):
+      console.print(f'warning: seed {seeds(config)[member]} diverged at step {step} (loss or weights not '
+                    'finite); it is frozen there and the other seeds go on')
+  mask = np.zeros(config.num_seeds, bool)
+  mask[list(window.diverged)] = True
+  return devices.replicate(mesh, mask)
 
 
 def start_console(config, workdir, model, state, dataset, start_step, total_steps) -> jobs.Console:
-  """Writes config.json and opens the metrics; the run's first lines say what is trained where."""
+  """Writes config.json (per member too) and opens the metrics; the first lines say what is trained where."""
   is_main = jax.process_index() == 0
+  dirs = member_dirs(config, workdir)
+  configs = [config] + [member_config(config, s) for s in seeds(config)] if len(dirs) > 1 else [config]
   if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  writer = MetricWriter(workdir, enabled=is_main)
-  writer.truncate_after(start_step)
-  console = jobs.Console(writer, total_steps, start_step, enabled=is_main)
-  console.print(f'{config.model}: {models.count_params(state.params):,} parameters, '
+    for directory, run_config in zip([workdir] + dirs if len(dirs) > 1 else dirs, configs):
+      os.makedirs(directory, exist_ok=True)
+      with open(os.path.join(directory, 'config.json'), 'w') as f:
+        f.write(run_config.to_json_best_effort(indent=2, sort_keys=True))
+  writers = [MetricWriter(directory, enabled=is_main) for directory in dirs]
+  for writer in writers:
+    writer.truncate_after(start_step)
+  console = jobs.Console(writers, total_steps, start_step, enabled=is_main)
+  population = f'; {config.num_seeds} seeds {seeds(config)[0]}-{seeds(config)[-1]} in one program' \
+      if config.num_seeds > 1 else ''
+  console.print(f'{config.model}: {models.count_params(member_params(state, config)):,} parameters, '
                 f'{models.count_macs(model, dataset.train_images.shape[1:]) / 1e6:.1f}M multiply-adds per image; '
-                f'data {data.describe(dataset)}; {device_names()}; {total_steps} steps of batch {config.batch_size}')
+                f'data {data.describe(dataset)}; {device_names()}; {total_steps} steps of batch {config.batch_size}'
+                + population)
   if start_step:
     console.print(f'resumed from checkpoint at step {start_step}')
   return console
+
+
+def member_params(state, config):
+  """The parameters of one member (shapes only matter: all members have the same)."""
+  if config.num_seeds == 1:
+    return state.params
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state.params)
 
 
 def device_names() -> str:
   return f'{jax.device_count()} x {jax.devices()[0].device_kind}'
 
 
-def write_results(config, workdir, console, evaluator, state, step, model, dataset) -> Dict[str, Any]:
-  """WORKDIR/results.json: the final model's numbers on every split."""
+def write_results(config, workdir, console, evaluator, state, step, model, dataset, diverged) -> Dict[str, Any]:
+  """results.json of every member: the final model's numbers on every split."""
   if evaluator.results is None:  # Resumed at the end: the last evaluation was not kept.
     evaluator(state)
-  results = evaluator.results
-  summary = {'model': config.model, 'step': step, 'num_params': models.count_params(state.params),
-             'macs': models.count_macs(model, dataset.train_images.shape[1:]), 'devices': device_names(),
-             **{f'{name}_accuracy': r['accuracy'] for name, r in results.items()},
-             **{f'{name}_error': 1.0 - r['accuracy'] for name, r in results.items()},
-             **{f'{name}_loss': r['loss'] for name, r in results.items()},
-             'test_per_class_accuracy': results['test']['per_class_accuracy'],
-             'class_names': dataset.class_names}
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
-  console.print(f'final test error {100 * summary["test_error"]:.2f}% '
-                f'(accuracy {100 * summary["test_accuracy"]:.2f}%) at step {step}')
-  return summary
+  summaries = []
+  for member, (seed, directory, results) in enumerate(zip(seeds(config), member_dirs(config, workdir),
+                                                          evaluator.results)):
+    summary = {'model': config.model, 'step': step, 'seed': seed,
+               'num_params': models.count_params(member_params(state, config)),
+               'macs': models.count_macs(model, dataset.train_images.shape[1:]), 'devices': device_names(),
+               **{f'{name}_accuracy': r['accuracy'] for name, r in results.items()},
+               **{f'{name}_error': 1.0 - r['accuracy'] for name, r in results.items()},
+               **{f'{name}_loss': r['loss'] for name, r in results.items()},
+               'test_per_class_accuracy': results['test']['per_class_accuracy'],
+               'class_names': dataset.class_names}
+    if member in diverged:
+      summary['diverged_at_step'] = diverged[member]
+    if config.num_seeds > 1:
+      summary['population'] = {'workdir': os.path.abspath(workdir), 'num_seeds': config.num_seeds}
+    if jax.process_index() == 0:
+      with open(os.path.join(directory, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    console.print(f'final test error {100 * summary["test_error"]:.2f}% '
+                  f'(accuracy {100 * summary["test_accuracy"]:.2f}%) at step {step}'
+                  + (f', seed {seed}' if config.num_seeds > 1 else ''))
+    summaries.append(summary)
+  return summaries[0] if config.num_seeds == 1 else {'model': config.model, 'step': step, 'members': summaries}

@@ -26,7 +26,7 @@ def test_throughput_writes_results_json_and_readme_table(tmp_path):
   before = os.path.getmtime(repo_results) if os.path.exists(repo_results) else None
   result = run_module('benchmarks.throughput', '--models=resnet20', '--batch_size=8', '--steps=2',
                       '--warmup=1', '--repeats=2', '--eval_batches=1', f'--out_dir={out}',
-                      f'--readme={readme}', f'--data_dir={folder}', '--num_val_examples=8',
+                      f'--readme={readme}', '--update_readme', f'--data_dir={folder}', '--num_val_examples=8',
                       '--epoch_steps=2', check=True)
 
   r = json.loads((out / 'cpu.json').read_text())
@@ -125,3 +125,28 @@ def test_conv_layers_writes_results_json_and_readme_table(tmp_path):
   run_module('benchmarks.conv_layers', '--batch_size=2', '--steps=1', '--repeats=1',
              f'--out_dir={out}', f'--readme={readme}', check=True)
   assert readme.read_text().count('## Convolutions alone') == 1
+
+
+def test_end_to_end_row_without_data_dir_is_one_line_at_once(tmp_path):
+  env = {'CIFAR10_JPEG_DIR': ''}  # Whatever the machine has: the default comes from it.
+  result = run_module('benchmarks.throughput', '--models=resnet8', f'--out_dir={tmp_path}', env=env)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines() == [
+      "error: the end-to-end row needs CIFAR-10-JPEG: pass --data_dir=FOLDER (train/, test/) or set "
+      "$CIFAR10_JPEG_DIR, or skip the row with --epoch_model=''"]
+  assert not os.listdir(tmp_path)  # Nothing was timed.
+  missing = run_module('benchmarks.throughput', '--models=resnet8', f'--out_dir={tmp_path}',
+                       env={'CIFAR10_JPEG_DIR': str(tmp_path / 'nowhere')})
+  assert missing.returncode == 1
+  assert missing.stderr.strip().splitlines()[-1].startswith(f'error: --data_dir={tmp_path / "nowhere"} does not exist')
+
+
+def test_readme_is_rewritten_only_with_update_readme(tmp_path):
+  folder = write_image_folder(tmp_path / 'images', train_per_class=8, test_per_class=2)
+  readme = tmp_path / 'README.md'
+  readme.write_text('# Benchmarks\n\nText kept as it is.\n')
+  run_module('benchmarks.throughput', '--models=', '--epoch_steps=1', '--warmup=1', f'--data_dir={folder}',
+             '--num_val_examples=8', '--batch_size=8', f'--out_dir={tmp_path / "results"}', f'--readme={readme}',
+             check=True)
+  assert readme.read_text() == '# Benchmarks\n\nText kept as it is.\n'
+  assert (tmp_path / 'results' / 'cpu.json').exists()

@@ -42,8 +42,8 @@ def test_paper_recipe_in_default():
     ('model', 'resnet21', "unknown model 'resnet21'"),
     ('shortcut', 'C', "config.shortcut='C' is not one of A, B"),
     ('learning_rate', -0.1, 'config.learning_rate=-0.1 must not be negative'),
-    ('learning_rate', float('nan'), 'config.learning_rate=nan must not be negative'),
-    ('learning_rate', float('inf'), 'config.learning_rate=inf must be finite'),
+    ('learning_rate', float('nan'), 'config.learning_rate=nan must be a finite number'),  # Not "negative".
+    ('learning_rate', float('inf'), 'config.learning_rate=inf must be a finite number'),
     ('batch_size', 0, 'config.batch_size=0 must be positive'),
     ('num_train_steps', 0, 'must be positive, or -1 to use num_epochs'),
     ('schedule', 'linear', "config.schedule='linear' is not one of"),

@@ -1,6 +1,9 @@
 """Preemption, exact resume, corrupt checkpoints, divergence, bad input: never lose finished work."""
+import glob
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,10 +175,10 @@ def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_previous(image_f
   workdir = str(tmp_path / 'run')
   real_save = checkpoints.save
 
-  def save_until_disk_full(manager, state, metadata):
-    if int(jax.device_get(state.step)) >= 6:
+  def save_until_disk_full(manager, state, metadata, step):
+    if step >= 6:
       raise OSError(28, 'No space left on device')
-    real_save(manager, state, metadata)
+    real_save(manager, state, metadata, step)
 
   monkeypatch.setattr(checkpoints, 'save', save_until_disk_full)
   with pytest.raises(CheckpointError, match=r'cannot write checkpoint 6 .* No space left on device; '
@@ -225,6 +228,13 @@ BAD_INPUT = [
     ('no classes', [], no_classes, 1, 'error: '),
     ('unequal classes', [], unequal_classes, 1, 'error: class folders differ between train/ and test/'),
     ('broken image', [], broken_image, 1, 'error: cannot read image'),
+    ('learning rate nan', ['--config.learning_rate=nan'], None, 1,
+     'error: config.learning_rate=nan must be a finite number'),  # Not "must not be negative".
+    ('fraction boundaries', ['--config.lr_boundaries=(4,8)', '--config.lr_boundaries_unit=fraction'], None, 1,
+     "error: config.lr_boundaries=(4, 8) are fractions of the run (lr_boundaries_unit='fraction') and must be "
+     'between 0 and 1'),
+    ('batch larger than the training split', ['--config.batch_size=64'], None, 1,
+     'error: config.batch_size=64 exceeds the 40 training examples'),
 ]
 
 
@@ -279,3 +289,200 @@ def test_fuzzed_overrides_give_a_valid_config_or_a_clear_error(overrides):
     config_lib.validate(flag_values.config)
   except ConfigError as e:
     assert str(e) and '\n' not in str(e)
+
+
+# --------------------------------------------------------------------------
+# Issue 11's probes, one test each.
+
+CONFIG_FILES = [
+    ('returns None', 'def get_config():\n  config = 1\n',
+     'error: get_config() in {path} returned None (a missing `return config`?); it must return an '
+     'ml_collections.ConfigDict'),
+    ('has no get_config', 'CONFIG = {}\n',
+     'error: config file {path} has no get_config() function (see configs/default.py for one)'),
+    ('returns a dict', 'def get_config():\n  return {"model": "resnet8"}\n',
+     'error: get_config() in {path} returned a dict; it must return an ml_collections.ConfigDict'),
+]
+
+
+@pytest.mark.parametrize('name,text,message', CONFIG_FILES, ids=[c[0] for c in CONFIG_FILES])
+def test_a_config_file_that_gives_no_config_has_its_own_message(tmp_path, name, text, message):
+  path = tmp_path / 'my_config.py'
+  path.write_text(text)
+  for override in ([], ['--config.seed=1']):  # Not "unknown config field", with or without overrides.
+    result = run_module('jaxresnet.main', f'--config={path}', f'--workdir={tmp_path / "run"}', *override)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [message.format(path=path)]
+
+
+def test_resume_with_another_seed_or_recipe_is_refused_naming_the_field(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
+  for overrides, named in (({'seed': 1}, 'seed=0, but this config has seed=1'),
+                           ({'learning_rate': 0.2}, 'learning_rate=0.1, but this config has learning_rate=0.2'),
+                           ({'batch_size': 4, 'augment': False},
+                            'augment=True and batch_size=8, but this config has augment=False and batch_size=4')):
+    with pytest.raises(CheckpointError) as error:
+      train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3, **overrides), workdir)
+    assert str(error.value) == (f'checkpoint 3 in {workdir}/checkpoints was trained with {named}; resume with the '
+                                'config the run started with, or use another --workdir')
+  # Bookkeeping may change, and a step schedule's run may be extended: it continues exactly.
+  summary = train.train_and_evaluate(tiny_config(image_folder + '/', num_train_steps=4, eval_batch_size=4,
+                                                 checkpoint_every_steps=2), workdir)
+  assert summary['step'] == 4
+  # A cosine schedule depends on the run's length: extending it would change the steps already taken.
+  cosine = str(tmp_path / 'cosine')
+  train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3, schedule='cosine'), cosine)
+  with pytest.raises(CheckpointError, match='was trained with num_train_steps=3, but this config has '
+                                            'num_train_steps=4'):
+    train.train_and_evaluate(tiny_config(image_folder, num_train_steps=4, schedule='cosine'), cosine)
+
+
+def test_eval_batch_size_larger_than_every_split_is_capped(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  summary = train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3, eval_batch_size=100000), workdir)
+  assert summary['step'] == 3 and 0 <= summary['test_error'] <= 1
+  assert json.load(open(os.path.join(workdir, 'config.json')))['eval_batch_size'] == 12  # The test split's size.
+  config = tiny_config(image_folder, eval_batch_size=1000)
+  assert config_lib.fitted_eval_batch_size(config, [8, 12], 1) == 12
+  assert config_lib.fitted_eval_batch_size(config, [10, 0], 4) == 12  # Whole devices.
+  assert config_lib.fitted_eval_batch_size(tiny_config(image_folder, eval_batch_size=8), [8, 12], 1) == 8
+
+
+def as_plain_user():
+  """A command prefix under which file permissions bind this process, as they would a non-root user."""
+  if os.geteuid() != 0:
+    return []
+  if not shutil.which('setpriv'):
+    pytest.skip('as root, chmod 000 stops nothing, and setpriv (to drop that power) is missing')
+  return ['setpriv', '--bounding-set=-dac_override,-dac_read_search']
+
+
+def run_as_plain_user(module, *args):
+  env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  return subprocess.run([*as_plain_user(), sys.executable, '-m', module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def tiny_main_args(image_folder, workdir, steps=6, every=3):
+  return ['--config=configs/default.py', f'--workdir={workdir}', '--config.model=resnet8',
+          '--config.dataset=image_folder', f'--config.data_dir={image_folder}', '--config.batch_size=8',
+          '--config.eval_batch_size=8', '--config.num_val_examples=8', f'--config.num_train_steps={steps}',
+          '--config.eval_every_steps=0', f'--config.checkpoint_every_steps={every}', '--config.log_every_steps=2',
+          '--config.lr_boundaries=(4,)']
+
+
+def test_checkpoints_folder_without_permissions_is_one_line_for_evaluate_and_resume(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(image_folder), workdir)
+  folder = os.path.join(workdir, 'checkpoints')
+  os.chmod(folder, 0)
+  try:
+    evaluated = run_as_plain_user('jaxresnet.evaluate', f'--workdir={workdir}')
+    resumed = run_as_plain_user('jaxresnet.main', *tiny_main_args(image_folder, workdir))
+  finally:
+    os.chmod(folder, 0o755)
+  assert evaluated.returncode == 1
+  assert evaluated.stderr.strip().splitlines() == [f'error: cannot read {folder}: Permission denied']
+  assert resumed.returncode == 1
+  assert resumed.stderr.strip().splitlines() == [
+      f'error: cannot use {folder}: this user cannot read and write it (permission denied)']
+
+
+def test_an_unreadable_checkpoint_folder_stops_the_resume_in_one_line(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(image_folder), workdir)
+  step6 = os.path.join(workdir, 'checkpoints', '6')
+  os.chmod(step6, 0)
+  try:
+    resumed = run_as_plain_user('jaxresnet.main', *tiny_main_args(image_folder, workdir))
+    evaluated = run_as_plain_user('jaxresnet.evaluate', f'--workdir={workdir}')
+  finally:
+    os.chmod(step6, 0o755)
+  assert resumed.returncode == 1, resumed.stderr
+  assert resumed.stderr.strip().splitlines() == [
+      f'error: checkpoint 6 in {workdir}/checkpoints is unreadable (its metadata is unreadable: Permission denied) '
+      f'and cannot be moved aside to {workdir}/unreadable_checkpoints (Permission denied); fix its permissions or '
+      'move it away, then rerun']
+  assert evaluated.returncode == 0, evaluated.stderr  # A reader only needs one readable checkpoint.
+  assert evaluated.stderr.strip().splitlines() == [
+      'warning: checkpoint 6 is unreadable (its metadata is unreadable: Permission denied); using the previous one']
+  assert evaluated.stdout.startswith('resnet8 at step 3 on test:')
+  assert final_state(workdir)['step'] == 6  # Nothing was lost.
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 1.2 MB file system: room for one checkpoint of ResNet-8 with its optimizer, not two."""
+  mount = tmp_path / 'small_disk'
+  mount.mkdir()
+  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1200k', 'tmpfs', str(mount)], capture_output=True)
+  if result.returncode:
+    pytest.skip(f'cannot mount a small tmpfs here: {result.stderr.decode().strip()}')
+  yield str(mount)
+  subprocess.run(['umount', '-l', str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint_that_failed(image_folder, small_disk):
+  workdir = os.path.join(small_disk, 'run')
+  result = run_module('jaxresnet.main', *tiny_main_args(image_folder, workdir, steps=20, every=5))
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr[-3000:]  # Not Orbax's logged tracebacks: those are in log.txt.
+  assert re.fullmatch(
+      rf'error: cannot write checkpoint (10|15) to {workdir}/checkpoints: No space left on device'
+      r'( \(while checkpoint 10 was written in the background\))?; the previous checkpoint \(5\) is intact', lines[0])
+  assert 'checkpoint 10' in lines[0]  # The one that failed, also when it failed in the background.
+  assert 'Traceback' in open(os.path.join(workdir, 'log.txt')).read()  # The details, for whoever wants them.
+  assert checkpoints.create_manager(workdir, read_only=True).all_steps() == [5]
+
+
+def test_a_truncated_checkpoint_is_one_short_warning_without_asyncio_noise(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  run_module('jaxresnet.main', *tiny_main_args(image_folder, workdir), check=True)
+  for path in glob.glob(os.path.join(workdir, 'checkpoints', '6', 'state', 'ocdbt.process_0', 'd', '*')):
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  for module, args in (('jaxresnet.evaluate', [f'--workdir={workdir}']),
+                       ('jaxresnet.main', tiny_main_args(image_folder, workdir))):
+    result = run_module(module, *args, check=True)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('warning: checkpoint 6 is unreadable ('), result.stderr[-3000:]
+    assert len(lines[0]) < 300, lines[0]  # TensorStore's message is thousands of characters long.
+  assert os.path.isdir(os.path.join(workdir, 'unreadable_checkpoints', '6'))
+
+
+def test_sigterm_while_starting_up_is_one_line(image_folder, tmp_path):
+  cache = str(tmp_path / 'cache')
+  for i, delay in enumerate((0.5, 1.6, 2.0)):
+    workdir = str(tmp_path / f'run{i}')
+    child = start(tiny_main_args(image_folder, workdir, steps=2000, every=1000) + [f'--config.cache_dir={cache}'])
+    time.sleep(delay)
+    child.send_signal(signal.SIGTERM)
+    out, _ = child.communicate(timeout=60)
+    if child.returncode == 0:  # Training had begun: the loop's clean stop, a checkpoint saved.
+      assert 'stopped by SIGTERM at step' in out, out
+      continue
+    assert child.returncode == 128 + signal.SIGTERM, out
+    assert out.strip().splitlines()[-1] in ('stopped by SIGTERM', 'stopped by SIGTERM; run the same command to continue')
+    assert 'Traceback' not in out and len([l for l in out.splitlines() if 'SIGTERM' in l]) == 1
+    assert not glob.glob(os.path.join(cache, '*tmp*')) and not glob.glob(os.path.join(workdir, '.write_test*'))
+
+
+PROBE_THEN_DIE = """
+import os, signal, sys
+from jaxresnet import workdir
+def die(*args, **kwargs):  # The process is killed between writing its probe and removing it.
+  os.kill(os.getpid(), signal.SIGKILL)
+os.remove = os.unlink = die
+workdir.check_writable(sys.argv[1])
+"""
+
+
+def test_the_write_probe_never_leaves_a_file_in_the_workdir(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  result = subprocess.run([sys.executable, '-c', PROBE_THEN_DIE, str(workdir)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr  # It never needed to remove anything: the probe has no name.
+  assert os.listdir(workdir) == []

@@ -48,7 +48,9 @@ def test_steps_scale_shrinks_the_whole_schedule():
   assert config.num_train_steps == 32
   assert tuple(config.lr_boundaries) == (16, 24)
   assert config.warmup_steps == 1  # 0.2 steps rounds up: a warm-up stays a warm-up.
-  assert (config.eval_every_steps, config.checkpoint_every_steps, config.log_every_steps) == (1, 1, 1)
+  # Evaluations and checkpoints stay at most MAX_EVALS_PER_RUN (10) a run: every 4th of 32 steps.
+  assert (config.eval_every_steps, config.checkpoint_every_steps, config.log_every_steps) == (4, 4, 1)
+  assert config.num_train_steps // config.eval_every_steps <= reproduce.MAX_EVALS_PER_RUN
   assert reproduce.run_config('resnet20', steps_scale=0.5, eval_every_steps=7).eval_every_steps == 7
 
 
@@ -140,12 +142,13 @@ def test_a_stopped_run_ends_the_table_and_resumes_with_its_time_added_up(image_f
   settings = dict(workdir=workdir, models=['resnet8'], steps_scale=SCALE, overrides={**TINY, 'data_dir': image_folder})
   real_save = checkpoints.save
 
-  def save_then_sigterm(manager, state, metadata):  # As a scheduler would, while step 3 is saved.
-    real_save(manager, state, metadata)
+  def save_then_sigterm(manager, state, metadata, step):  # As a scheduler would, while step 3 is saved.
+    real_save(manager, state, metadata, step)
     monkeypatch.setattr(checkpoints, 'save', real_save)
     os.kill(os.getpid(), signal.SIGTERM)
 
   monkeypatch.setattr(checkpoints, 'save', save_then_sigterm)
+  settings['population'] = False  # Seed by seed: the stop must also end the table.
   reproduce.reproduce(seeds=2, **settings)  # Stops at the next step, 4, with a checkpoint.
   run = os.path.join(workdir, 'resnet8', 'seed0')
   assert not os.path.exists(os.path.join(run, 'results.json'))

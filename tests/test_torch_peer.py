@@ -8,15 +8,13 @@ the report tests write their run files by hand and need no torch.
 """
 import json
 import os
-import shutil
-import tarfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import SHARED_ARCHIVE, run_module, tiny_config
+from conftest import run_module, tiny_config
 from jaxresnet import models
 from jaxresnet import optim
 from jaxresnet import plot
@@ -271,39 +269,6 @@ def test_cli_trains_and_reports_bad_input_in_one_line(peer, image_folder, tmp_pa
                    env=ONE_THREAD)
   assert bad.returncode == 1 and 'Traceback' not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown model 'resnet21'")
-
-
-SUBSET = {'train': 40, 'test': 10}  # Images per class: 400 training images (350 after the 50 held out), 100 test.
-
-
-@pytest.fixture
-def cifar10_subset(tmp_path):
-  """The first SUBSET[split] real CIFAR-10-JPEG images of each class, as an image folder.
-
-  Read from $CIFAR10_JPEG_DIR, or streamed out of the shared archive in one pass
-  (2 s, where unpacking all 60,000 files takes several times that); skips without either.
-  """
-  root = tmp_path / 'cifar10_subset'
-  wanted = lambda split, file: int(os.path.splitext(file)[0]) < SUBSET[split]  # Files are 0000.jpg, 0001.jpg...
-  if os.environ.get('CIFAR10_JPEG_DIR'):
-    source = os.environ['CIFAR10_JPEG_DIR']
-    for split in SUBSET:
-      for name in os.listdir(os.path.join(source, split)):
-        os.makedirs(root / split / name)
-        for file in os.listdir(os.path.join(source, split, name)):
-          if wanted(split, file):
-            shutil.copyfile(os.path.join(source, split, name, file), root / split / name / file)
-  elif os.path.exists(SHARED_ARCHIVE):
-    with tarfile.open(SHARED_ARCHIVE, 'r:gz') as tar:
-      for member in tar:
-        parts = member.name.split('/')  # cifar10_jpeg/<split>/<class>/NNNN.jpg
-        if member.isfile() and len(parts) == 4 and parts[1] in SUBSET and wanted(parts[1], parts[3]):
-          os.makedirs(root / parts[1] / parts[2], exist_ok=True)
-          with tar.extractfile(member) as f:
-            (root / parts[1] / parts[2] / parts[3]).write_bytes(f.read())
-  else:
-    pytest.skip(f'CIFAR-10-JPEG not found: set CIFAR10_JPEG_DIR or provide {SHARED_ARCHIVE}')
-  return str(root)
 
 
 def test_a_real_data_peer_run_is_read_by_report_and_plot(peer, cifar10_subset, tmp_path):

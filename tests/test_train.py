@@ -58,7 +58,7 @@ def test_evaluate_pads_the_last_batch(image_folder):
 
 def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
   mesh = devices.make_mesh()
-  permutation = train.make_permutation_fn(mesh, 50)
+  permutation = train.make_permutation_fn(mesh, tiny_config(""), 50)
   key = jax.random.PRNGKey(0)
   a, b, c = permutation(key, 0), permutation(key, 0), permutation(key, 1)
   assert sorted(np.asarray(a).tolist()) == list(range(50))
@@ -72,8 +72,8 @@ def test_train_and_evaluate_writes_the_workdir(image_folder, tmp_path):
   assert summary['num_params'] == models.count_params(
       jax.eval_shape(lambda: models.get_model('resnet8', num_classes=3).init(
           jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))['params'])
-  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'metrics.jsonl', 'results.json',
-                                         'tensorboard']
+  assert sorted(os.listdir(workdir)) == ['.lock', 'checkpoints', 'config.json', 'metrics.jsonl', 'results.json',
+                                         'tensorboard']  # .lock: one process at a time (workdir.lock_workdir).
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['step'] for r in records] == [2, 3, 4, 6]
