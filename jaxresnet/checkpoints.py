@@ -153,7 +153,8 @@ def save(manager: ocp.CheckpointManager, state, metadata: Dict[str, Any], step: 
   metadata = {**metadata, 'checksums': checksums(state_dict)}
   in_flight = getattr(manager, 'writing', None)
   try:
-    manager.wait_until_finished()
+    if in_flight is not None:
+      manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
     log_details(f'writing checkpoint {in_flight} failed', e)
     failed = in_flight if in_flight is not None else step

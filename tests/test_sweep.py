@@ -22,7 +22,7 @@ def test_sweep_cli_runs_a_2x1_grid_and_skips_it_on_rerun(image_folder, tmp_path)
   args = tiny_args(image_folder, workdir) + ['--sweep.optimizer=adam,sgd', '--sweep.learning_rate=0.05']
   run_module('jaxresnet.sweep', *args, check=True)
   names = ['optimizer=adam,learning_rate=0.05', 'optimizer=sgd,learning_rate=0.05']
-  assert sorted(os.listdir(workdir)) == sorted(names + ['sweep.csv', 'sweep.md'])
+  assert sorted(os.listdir(workdir)) == sorted(names + ['.lock', 'sweep.csv', 'sweep.md'])  # .lock: one sweep at a time.
   with open(workdir / 'sweep.csv') as f:
     rows = list(csv.DictReader(f))
   assert [(r['point'], r['optimizer'], r['learning_rate'], r['status']) for r in rows] == [
