@@ -132,10 +132,15 @@ def verify(step: int, restored: Dict[str, Any], metadata: Dict[str, Any]) -> Non
 
 
 class SaveError(CheckpointError):
-  """A checkpoint could not be written; `step` is the one that failed (maybe an earlier, asynchronous save)."""
+  """Checkpoint `step` could not be written, for `reason`: maybe an earlier save than the one asked for.
 
-  def __init__(self, step: int, reason: str):
-    super().__init__(reason)
+  Saves run in the background, so a failure shows at the next save; str()
+  says so when `step` is not the step being saved now.
+  """
+
+  def __init__(self, step: int, reason: str, saving: Optional[int] = None):
+    background = saving is not None and saving != step
+    super().__init__(reason + (f' (while checkpoint {step} was written in the background)' if background else ''))
     self.step, self.reason = step, reason
 
 
@@ -157,9 +162,7 @@ def save(manager: ocp.CheckpointManager, state, metadata: Dict[str, Any], step: 
       manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
     log_details(f'writing checkpoint {in_flight} failed', e)
-    failed = in_flight if in_flight is not None else step
-    raise SaveError(failed, short_reason(e) + (f' (while checkpoint {failed} was written in the background)'
-                                                if failed != step else '')) from None
+    raise SaveError(in_flight if in_flight is not None else step, short_reason(e), saving=step) from None
   try:
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_dict),
                                                metadata=ocp.args.JsonSave(metadata)), force=True)
