@@ -74,7 +74,7 @@ def get_config():
   config.num_epochs = -1
 
   # Logging, evaluation and checkpoints (in steps).
-  config.log_every_steps = 100
+  config.log_every_steps = 100  # metrics.jsonl; without a terminal a step line also comes every 30 s (jobs.HEARTBEAT_SECONDS).
   config.eval_every_steps = 2000  # 0 = only at the end.
   config.eval_batch_size = 1000  # capped at the largest evaluated split (bigger would only add padding).
   config.checkpoint_every_steps = 2000  # 0 = only at the end.

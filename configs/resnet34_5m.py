@@ -3,7 +3,8 @@
 One project reported 4,348,082 parameters and 95.1% test accuracy after 200
 epochs for its ResNet-34 (widths not published; these land within 0.2%).
 Recipe as configs/resnet26_5m.py: SGD Nesterov 0.9, lr 0.1 cosine, batch 64,
-weight decay 5e-4, dropout 0.1, 200 epochs. Not reproduced here.
+weight decay 5e-4, dropout 0.1, AutoAugment + cutout 16, 200 epochs. Ours: not
+trained yet (needs a GPU; about 150 TFLOP an epoch).
 
     python -m jaxresnet.main --config=configs/resnet34_5m.py --workdir=/tmp/resnet34_5m
 """

@@ -67,9 +67,14 @@ _CPU_LIBRARY_FUSIONS = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRA
 
 
 @functools.cache
-def compiler_options() -> Optional[Dict[str, str]]:
-  """XLA options for the train and eval steps: only on CPU, and only where this jaxlib knows them."""
-  if jax.default_backend() != 'cpu':
+def compiler_options(num_members: int = 1) -> Optional[Dict[str, str]]:
+  """XLA options for the train and eval steps: only on CPU, and only where this jaxlib knows them.
+
+  Not for a population: jaxlib 0.10.2's YNNPACK fusions reject the layouts of some vmapped
+  steps ("unsupported layout in YNN fusion", 3 members on 4 CPU devices), and on a CPU a
+  population is slower than its runs one by one anyway (README, populations).
+  """
+  if jax.default_backend() != 'cpu' or num_members > 1:
     return None
   options = {'xla_cpu_experimental_ynn_fusion_type': _CPU_LIBRARY_FUSIONS}
   try:  # An experimental option: another jaxlib may reject it (INVALID_ARGUMENT).

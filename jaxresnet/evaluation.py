@@ -90,7 +90,7 @@ def make_eval_fn(mesh, batch_size: int, num_members: int = 1, tta: str = ''):
     return totals
 
   eval_fn = devices.over_members(member_eval_fn, num_members, in_axes=(0, None, None, None))
-  return jax.jit(eval_fn, out_shardings=NamedSharding(mesh, P()), compiler_options=devices.compiler_options())
+  return jax.jit(eval_fn, out_shardings=NamedSharding(mesh, P()), compiler_options=devices.compiler_options(num_members))
 
 
 def summarize(totals) -> Dict[str, Any]:

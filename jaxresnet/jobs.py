@@ -174,10 +174,11 @@ class Checkpointer:
     try:
       checkpoints.save(self.manager, state, metadata, step)
     except Exception as e:  # Disk full, permissions, a vanished directory...
-      kept = [s for s in self.manager.all_steps() if s != step]
-      raise CheckpointError(f'cannot write checkpoint {step} to {self.manager.directory}: '
-                            f'{checkpoints.first_line(e)}; the previous checkpoint '
-                            f'({max(kept) if kept else "none"}) is intact') from None
+      # Saves run in the background: a SaveError names the checkpoint that failed, maybe an earlier one.
+      failed, reason = (e.step, e.reason) if isinstance(e, checkpoints.SaveError) else (step, checkpoints.first_line(e))
+      kept = [s for s in self.manager.all_steps() if s < failed]
+      raise CheckpointError(f'cannot write checkpoint {failed} to {self.manager.directory}: {reason}; the '
+                            f'previous checkpoint ({max(kept) if kept else "none"}) is intact') from None
     self.last_step = step
 
   def finish(self, step: int, failed: bool) -> None:
@@ -239,10 +240,16 @@ def population_line_record(records: List[Dict[str, Any]]) -> Dict[str, Any]:
           for key in records[0]}
 
 
+# Without a terminal (no progress bar), a line at least this often whatever log_every_steps is: a CPU
+# run logging every 100 steps would otherwise be silent for minutes. metrics.jsonl is not affected.
+HEARTBEAT_SECONDS = 30.0
+
+
 class Console:
   """Where a step's records go: each member's metrics.jsonl + TensorBoard, and one line (tqdm's bar on a terminal).
 
-  A population's line shows the mean over its members.
+  A population's line shows the mean over its members. Without a terminal, a
+  heartbeat line (step and steps/s) fills gaps longer than HEARTBEAT_SECONDS.
   """
 
   def __init__(self, writers: List[MetricWriter], total_steps: int, start_step: int, enabled: bool):
@@ -251,16 +258,28 @@ class Console:
     if enabled and sys.stderr.isatty():
       import tqdm  # pylint: disable=g-import-not-at-top
       self.progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True)
+    self._last_time, self._last_step = time.perf_counter(), start_step
 
   def print(self, line: str) -> None:
     if self.progress is not None:
       self.progress.write(line)
     elif self.enabled:
       print(line, flush=True)
+    self._last_time = time.perf_counter()
+
+  def heartbeat(self, step: int) -> None:
+    now = time.perf_counter()
+    if self.progress is None and self.enabled and now - self._last_time >= HEARTBEAT_SECONDS:
+      rate = (step - self._last_step) / (now - self._last_time)
+      self.print(f'step {step}/{self.total_steps}  {rate:.2f} steps/s (metrics at the next log step)')
+      self._last_step = step
 
   def write(self, step: int, records: List[Dict[str, Any]]) -> None:
     """One record per member (all empty: nothing is due)."""
-    if any(records):
+    if not any(records):
+      self.heartbeat(step)
+    else:
+      self._last_step = step
       for writer, record in zip(self.writers, records):
         writer.write(step, record)
       if len(records) == 1:

@@ -18,10 +18,10 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from jaxresnet import errors
 from jaxresnet.errors import DataError, exit_on_user_error
 
 FIGSIZE = (12.0, 4.5)  # inches; the PNG is FIGSIZE * dpi pixels.
@@ -228,4 +228,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  errors.run_cli(main)

@@ -35,11 +35,11 @@ import shutil
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from absl import app
 from absl import flags
 import numpy as np
 
 from jaxresnet import plot
+from jaxresnet import errors
 from jaxresnet.errors import DataError, exit_on_extra_arguments, exit_on_user_error
 
 PLAN_FILE = 'reproduce.json'  # DIR/: the reproduce commands and their settings.
@@ -531,4 +531,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  errors.run_cli(main)

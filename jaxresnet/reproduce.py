@@ -31,6 +31,12 @@ smoke runs, and the report then says in bold that it is not a reproduction.
 --data_dir, --cache_dir, --eval_batch_size and --*_every_steps do not. A DIR
 keeps the settings it was started with: other settings need another DIR.
 """
+from jaxresnet import preemption
+
+if __name__ == '__main__':  # First, before the slow imports: SIGTERM or Ctrl-C while starting up is one line.
+  preemption.stop_on_signals()
+
+import contextlib
 import datetime
 import importlib
 import importlib.metadata
@@ -38,12 +44,10 @@ import json
 import os
 import platform
 import shlex
-import signal
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -55,13 +59,16 @@ from jaxresnet import models as models_lib
 from jaxresnet import plot
 from jaxresnet import report
 from jaxresnet import train
+from jaxresnet import errors
+from jaxresnet import workdir as workdir_lib
 from jaxresnet.errors import ConfigError, exit_on_extra_arguments, exit_on_user_error
 
 RECIPE_FIELDS = ('dataset', 'batch_size', 'num_val_examples')  # Overriding these changes the results.
 BOOKKEEPING_FIELDS = ('data_dir', 'cache_dir', 'eval_batch_size', 'eval_every_steps', 'log_every_steps',
-                      'checkpoint_every_steps')  # These do not.
+                      'checkpoint_every_steps')  # These do not (config.BOOKKEEPING_FIELDS lists them all).
+assert set(BOOKKEEPING_FIELDS) <= set(config_lib.BOOKKEEPING_FIELDS)
 # Fields that may change between the sessions of one run: none changes what is trained.
-NOT_COMPARED = frozenset(BOOKKEEPING_FIELDS + ('checkpoints_to_keep',))
+NOT_COMPARED = frozenset(config_lib.BOOKKEEPING_FIELDS)
 
 
 def recipe_config(model: str) -> ml_collections.ConfigDict:
@@ -308,15 +315,21 @@ def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str
   if plan and plan.get('settings') != settings:
     raise ConfigError(f'{workdir} was started with settings {json.dumps(plan.get("settings"))}, not '
                       f'{json.dumps(settings)}; use another --workdir')
-  todo = [config for _, directory, config, _ in runs if not finished(directory, config)]
-  if todo:  # Fails on missing or unreadable data now, not at the first run (and caches the arrays).
-    data.load_dataset(todo[0])
-
   plan = {'table': table, 'settings': settings,
           'models': list(dict.fromkeys(plan.get('models', []) + models)),
           'seeds': max(plan.get('seeds', 0), seeds),
           'peer_seeds': max(plan.get('peer_seeds', 0), seeds if peer else 0),
           'commands': plan.get('commands', []) + ([command] if command else [])}
+  workdir_lib.check_writable(workdir)
+  with workdir_lib.lock_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train_runs(workdir, runs, plan, output)
+
+
+def _train_runs(workdir: str, runs, plan: Dict[str, Any], output: Optional[str]) -> Dict[str, Any]:
+  """Writes the plan, then trains the unfinished runs in order, the report rewritten after each (workdir locked)."""
+  todo = [config for _, directory, config, _ in runs if not finished(directory, config)]
+  if todo:  # Fails on missing or unreadable data now, not at the first run (and caches the arrays).
+    data.load_dataset(todo[0])
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, report.PLAN_FILE), plan)
@@ -375,8 +388,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Keep JAX's and Orbax's INFO lines out of the output.
   overrides = {field: FLAGS[field].value for field in RECIPE_FIELDS + BOOKKEEPING_FIELDS}
   # Training itself stops cleanly on SIGTERM; outside it (loading data, compiling) SIGTERM unwinds
-  # like Ctrl-C, so the session's time is recorded either way.
-  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+  # like Ctrl-C (preemption.stop_on_signals), so the session's time is recorded either way.
   command = ' '.join(['python -m jaxresnet.reproduce'] + [shlex.quote(a) for a in sys.argv[1:]])
   with exit_on_user_error():
     reproduce(FLAGS.workdir, FLAGS.table, FLAGS.models, FLAGS.seeds, FLAGS.steps_scale, overrides,
@@ -385,4 +397,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  errors.run_cli(main, stopped_hint='run the same command to continue')

@@ -216,8 +216,9 @@ def make_train_fn(mesh, config, steps_per_epoch: int, num_classes: int, jit: boo
 
   if not jit:
     return train_fn
-  return jax.jit(train_fn, donate_argnums=(0,), out_shardings=(devices.members_sharding(mesh, config.num_seeds), NamedSharding(mesh, P())),
-                 compiler_options=devices.compiler_options())
+  return jax.jit(train_fn, donate_argnums=(0,), out_shardings=(devices.members_sharding(mesh, config.num_seeds),
+                                                                NamedSharding(mesh, P())),
+                 compiler_options=devices.compiler_options(config.num_seeds))
 
 
 def make_permutation_fn(mesh, config, num_examples: int):

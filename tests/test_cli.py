@@ -11,10 +11,7 @@ import pytest
 from conftest import REPO, run_module, tiny_config
 from jaxresnet import train
 
-MINE = ['main', 'evaluate', 'predict', 'sweep']
-# These call absl's app.run themselves: each needs `errors.run_cli(main)` in place of `app.run(main)`.
-NOT_YET = pytest.mark.xfail(reason='needs errors.run_cli in its __main__ (owned elsewhere)', strict=False)
-COMMANDS = MINE + [pytest.param(name, marks=NOT_YET) for name in ('plot', 'report', 'reproduce')]
+COMMANDS = ['main', 'evaluate', 'predict', 'sweep', 'plot', 'report', 'reproduce']
 
 
 @pytest.mark.parametrize('command', COMMANDS)

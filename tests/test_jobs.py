@@ -51,8 +51,9 @@ def test_metric_window_means_and_empties():
   for step, loss in ((1, 2.0), (2, 4.0)):
     window.add(step, device_metrics(loss, accuracy=step / 4))
   window.check(last_good_step=0)
-  assert window.summary() == pytest.approx({'train_loss': 3.0, 'train_accuracy': 0.375})
-  assert window.summary() == {}
+  [summary] = window.summary()  # One record per member; a single run is a population of one.
+  assert summary == pytest.approx({'train_loss': 3.0, 'train_accuracy': 0.375})
+  assert window.summary() == [{}]
 
 
 def test_metric_window_stops_at_the_first_nonfinite_step_naming_the_last_good_checkpoint():
@@ -68,7 +69,7 @@ def test_metric_window_counts_skipped_updates_instead_of_stopping():
   window.add(1, device_metrics(1.0))
   window.add(2, device_metrics(float('nan'), finite=False, skipped=1))
   window.check(last_good_step=None)
-  summary = window.summary()
+  [summary] = window.summary()
   assert summary['skipped_updates'] == 1 and summary['train_loss'] == 1.0  # The skipped NaN loss is left out.
 
 
@@ -104,11 +105,39 @@ def test_checkpointer_names_the_intact_checkpoint_when_a_save_fails():
 
 
 def test_console_writes_metrics_and_one_line_per_record(tmp_path, capsys):
-  console = jobs.Console(MetricWriter(str(tmp_path)), total_steps=10, start_step=0, enabled=True)
-  console.write(1, {})
-  console.write(2, {'train_loss': 0.5, 'learning_rate': 0.1})
+  console = jobs.Console([MetricWriter(str(tmp_path))], total_steps=10, start_step=0, enabled=True)
+  console.write(1, [{}])
+  console.write(2, [{'train_loss': 0.5, 'learning_rate': 0.1}])
   console.close()
   assert capsys.readouterr().out.splitlines() == ['step 2/10  train_loss 0.5000  learning_rate 0.1']
   records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   assert records == [{'step': 2, 'train_loss': 0.5, 'learning_rate': 0.1}]
   assert os.listdir(tmp_path / 'tensorboard')
+
+
+def test_console_of_a_population_writes_each_member_and_one_line_of_means(tmp_path, capsys):
+  writers = [MetricWriter(str(tmp_path / f'seed{k}')) for k in range(2)]
+  for k in range(2):
+    os.makedirs(tmp_path / f'seed{k}', exist_ok=True)
+  console = jobs.Console(writers, total_steps=10, start_step=0, enabled=True)
+  console.write(5, [{'train_loss': 1.0, 'train_images_per_second': 100.0, 'skipped_updates': 1},
+                    {'train_loss': 3.0, 'train_images_per_second': 100.0, 'skipped_updates': 0}])
+  console.close()
+  assert capsys.readouterr().out.splitlines() == [
+      'step 5/10  train_loss 2.0000  train_images_per_second 200  skipped_updates 1  '
+      '(2 seeds: mean; images/s and skipped updates summed)']
+  for k, loss in ((0, 1.0), (1, 3.0)):
+    assert json.loads(open(tmp_path / f'seed{k}' / 'metrics.jsonl').read())['train_loss'] == loss
+
+
+def test_console_without_a_terminal_prints_a_heartbeat_but_writes_no_metric(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(jobs, 'HEARTBEAT_SECONDS', 0.2)
+  console = jobs.Console([MetricWriter(str(tmp_path))], total_steps=100, start_step=0, enabled=True)
+  console.write(1, [{}])
+  assert capsys.readouterr().out == ''  # Not yet due.
+  time.sleep(0.25)
+  console.write(2, [{}])
+  console.close()
+  [line] = capsys.readouterr().out.splitlines()
+  assert line.startswith('step 2/100  ') and line.endswith(' steps/s (metrics at the next log step)')
+  assert not os.path.exists(tmp_path / 'metrics.jsonl')

@@ -89,19 +89,21 @@ def test_four_device_population_splits_members_and_batch(image_folder, tmp_path)
   leaf = jax.tree_util.tree_leaves(state.params)[0]
   assert leaf.shape[0] == 2 and len(leaf.sharding.device_set) == 4
   assert leaf.sharding.spec[0] == 'members'  # Each member lives on its own half of the devices.
+  # Two steps, as in the test above: float32 sums taken in another order part ways fast at this learning rate.
+  config.num_train_steps = 2
   summary = train.train_and_evaluate(config, str(tmp_path / 'population'))
   assert [m['seed'] for m in summary['members']] == [1, 2]
-  single = train.train_and_evaluate(tiny_config(image_folder, batch_size=8, eval_batch_size=4, seed=2),
-                                    str(tmp_path / 'seed2'))
+  single = train.train_and_evaluate(tiny_config(image_folder, batch_size=8, eval_batch_size=4, seed=2,
+                                                num_train_steps=2), str(tmp_path / 'seed2'))
   first = lambda workdir: json.loads(open(os.path.join(workdir, 'metrics.jsonl')).readline())['train_loss']
   assert first(str(tmp_path / 'population' / 'seed2')) == pytest.approx(first(str(tmp_path / 'seed2')), rel=1e-5)
-  # Six steps later, sums taken over 2 devices per member here and 4 there differ in the last bits.
-  assert summary['members'][1]['test_loss'] == pytest.approx(single['test_loss'], rel=1e-2)
+  assert summary['members'][1]['test_loss'] == pytest.approx(single['test_loss'], rel=1e-3)
   _, _, _, member = evaluate.restore_model(str(tmp_path / 'population'), seed=2)
   _, _, _, alone = evaluate.restore_model(str(tmp_path / 'seed2'))
   for a, b in zip(jax.tree_util.tree_leaves(devices.to_host(member.params)),
                   jax.tree_util.tree_leaves(devices.to_host(alone.params))):
-    np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-4)
+    # Grouped (members') convolutions sum in another order than one net's: last bits, amplified by BatchNorm.
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
   # Three seeds on four devices: members cannot be split, so each batch is (8 = 4 x 2 per device).
   three = train.train_and_evaluate(tiny_config(image_folder, batch_size=8, eval_batch_size=4, num_seeds=3,
                                                num_train_steps=2), str(tmp_path / 'three'))

@@ -144,11 +144,11 @@ def test_squeeze_excitation_changes_the_function():
 
 
 def test_config_fields_reach_the_model():
-  config = importlib.import_module('configs.resnet26_5m').get_config()
+  config = importlib.import_module('jaxresnet.configs.resnet26_5m').get_config()
   config.squeeze_excitation = True
   model = models.from_config(config, num_classes=10)
   assert model.dropout_rate == 0.1 and model.squeeze_excitation
-  assert models.from_config(importlib.import_module('configs.cnn_small').get_config()).num_classes == 10
+  assert models.from_config(importlib.import_module('jaxresnet.configs.cnn_small').get_config()).num_classes == 10
 
 
 # Unoptimized XLA code: these tests check that a step runs, not how fast, and
@@ -158,7 +158,7 @@ FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive
 
 @pytest.mark.parametrize('name', NEW_CONFIGS)
 def test_each_config_builds_and_takes_one_train_step(name):
-  config = importlib.import_module(f'configs.{name}').get_config()
+  config = importlib.import_module(f'jaxresnet.configs.{name}').get_config()
   model = models.from_config(config, num_classes=10)
   tx = optim.create_optimizer(config, optim.create_learning_rate_schedule(config, 10, 100))
   create = functools.partial(train.create_train_state, model, tx, jax.random.PRNGKey(0),
