@@ -8,9 +8,7 @@ whose bytes changed on disk (bit rot, a bad copy) is treated like an
 unreadable one and never trained or evaluated on. Checkpoints written before
 seeds, recipes and checksums were recorded still load, with one note line.
 """
-import contextlib
 import hashlib
-import logging
 import os
 import re
 import sys
@@ -23,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from jaxresnet import config as config_lib
 from jaxresnet import devices
+from jaxresnet import errors
 from jaxresnet.errors import DETAILS, CheckpointError
 
 # Metadata fields a resumed or evaluated run must share with the checkpoint.
@@ -58,24 +57,12 @@ def create_manager(workdir: str, max_to_keep: int = 3, read_only: bool = False, 
   """The manager of WORKDIR/checkpoints; one line if that folder cannot be read."""
   directory = checkpoint_dir(workdir)
   try:
-    with orbax_warnings_off():  # Three warnings about every read-only manager.
+    with errors.absl_warnings_off():  # Orbax's three warnings about every read-only manager.
       options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
       manager = Manager(directory, options, lock)
   except OSError as e:
     raise CheckpointError(f'cannot read {directory}: {e.strerror or e}') from None
   return manager
-
-
-@contextlib.contextmanager
-def orbax_warnings_off():
-  """Orbax logs through absl's logger: only its errors pass inside the block."""
-  absl_logger = logging.getLogger('absl')
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    absl_logger.setLevel(level)
 
 
 def config_metadata(config) -> Dict[str, Any]:

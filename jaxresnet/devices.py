@@ -70,11 +70,13 @@ _CPU_LIBRARY_FUSIONS = 'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRA
 def compiler_options(num_members: int = 1) -> Optional[Dict[str, str]]:
   """XLA options for the train and eval steps: only on CPU, and only where this jaxlib knows them.
 
-  Not for a population: jaxlib 0.10.2's YNNPACK fusions reject the layouts of some vmapped
-  steps ("unsupported layout in YNN fusion", 3 members on 4 CPU devices), and on a CPU a
-  population is slower than its runs one by one anyway (README, populations).
+  Not for a population on several CPU devices: jaxlib 0.10.2's YNNPACK fusions reject the
+  layouts of some of its sharded, vmapped steps ("unsupported layout in YNN fusion", 3 members
+  on 4 devices). On one CPU device they stay: without them a population's grouped convolutions
+  run several times slower still (ResNet-20, 2 members on the 2-core CPU: 0.16x a single run's
+  images/s without them, 0.91x with them; benchmarks.population, two runs on a shared machine).
   """
-  if jax.default_backend() != 'cpu' or num_members > 1:
+  if jax.default_backend() != 'cpu' or (num_members > 1 and jax.device_count() > 1):
     return None
   options = {'xla_cpu_experimental_ynn_fusion_type': _CPU_LIBRARY_FUSIONS}
   try:  # An experimental option: another jaxlib may reject it (INVALID_ARGUMENT).

@@ -133,6 +133,18 @@ def run_cli(main: Callable, flags_parser: Optional[Callable] = None, stopped_hin
 # Library noise: to a log file, off the terminal.
 
 
+@contextlib.contextmanager
+def absl_warnings_off():
+  """Only errors pass absl's logger inside the block (Orbax and ml_collections log through it)."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 class _LogFile(logging.Handler):
   """Appends records to a file, opened at the first record; until its folder exists, keeps them in memory.
 

@@ -11,9 +11,7 @@ For several hosts, launch one process per host with --coordinator_address,
 --num_processes and --process_id (or --distributed where JAX detects them itself).
 """
 import ast
-import contextlib
 import importlib.util
-import logging as std_logging
 import os
 
 from jaxresnet import preemption
@@ -83,21 +81,12 @@ def config_file_problem(path) -> str:
   return ''
 
 
-@contextlib.contextmanager
-def absl_warnings_off():
-  absl_logger = std_logging.getLogger('absl')
-  level = absl_logger.level
-  absl_logger.setLevel(std_logging.ERROR)
-  try:
-    yield
-  finally:
-    absl_logger.setLevel(level)
 
 
 def parse_flags(argv, flag_values=FLAGS):
   """Parses argv into `flag_values`; a bad flag, config file or override raises ConfigError."""
   try:
-    with absl_warnings_off():  # ml_collections' own warning about a None config: ours follows.
+    with errors.absl_warnings_off():  # ml_collections' own warning about a None config: ours follows.
       remaining = flag_values(argv)
     config = flag_values.config
     config.keys()  # A config file that could not be read raises its error on first use.

@@ -12,7 +12,7 @@ import pytest
 from jaxresnet import checkpoints, devices, evaluate, jobs, train
 from jaxresnet.errors import CheckpointError, ConfigError
 from conftest import run_module, tiny_config, write_image_folder
-from test_reliability import assert_trees_equal, final_state, start, wait_for
+from test_reliability import assert_trees_equal, final_state, reference_and_resumed, start
 
 
 def visible(directory):
@@ -154,18 +154,8 @@ def population_args(image_folder, workdir, steps, every=3):
 
 
 def test_population_killed_and_resumed_ends_bit_identical(tmp_path):
-  image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
-  reference = str(tmp_path / 'reference')
-  run_module('jaxresnet.main', *population_args(image_folder, reference, 12), check=True)
-  killed = str(tmp_path / 'killed')
-  child = start(population_args(image_folder, killed, 12))
-  wait_for(lambda: os.path.isdir(os.path.join(killed, 'checkpoints', '6')), child)
-  assert child.poll() is None, 'the run ended before the kill'
-  child.send_signal(signal.SIGKILL)
-  child.communicate()
-  resumed = run_module('jaxresnet.main', *population_args(image_folder, killed, 12), check=True)
-  assert 'resumed from checkpoint at step' in resumed.stdout
-  assert_trees_equal(final_state(reference), final_state(killed))
+  reference, resumed, killed = reference_and_resumed(population_args, tmp_path)
+  assert_trees_equal(reference, resumed)
   for seed in (0, 1):
     steps = [r['step'] for r in first_logged(os.path.join(killed, f'seed{seed}'))]
     assert steps == [3, 6, 9, 12]

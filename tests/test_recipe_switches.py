@@ -2,18 +2,16 @@
 on real data, EMA/TTA are evaluated and reported, and kill -9 + resume stays bit-identical with all on."""
 import json
 import os
-import signal
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import checkpoints, data, devices, evaluate, train
+from jaxresnet import data, devices, train
 from jaxresnet.errors import ConfigError
-from conftest import run_module, tiny_config, write_image_folder
-from test_reliability import assert_trees_equal, start, wait_for
+from conftest import tiny_config
+from test_reliability import assert_trees_equal, reference_and_resumed
 
 SWITCHES = {
     'cutout': {'cutout': 8},
@@ -29,17 +27,6 @@ SWITCHES = {
 }
 ALL_ON = {'cutout': 8, 'label_smoothing': 0.1, 'mixup_alpha': 0.2, 'cutmix_alpha': 1.0, 'randaugment': '2,9',
           'ema_decay': 0.9, 'tta': 'flip', 'sam_rho': 0.05}
-
-
-def whole_state(workdir):
-  """Every array of the workdir's newest checkpoint: weights, optimizer (SAM's too), EMA, key, step."""
-  config = evaluate.load_run_config(workdir)
-  dataset = data.load_dataset(config)
-  _, state, _ = train.build(config, dataset, devices.make_mesh())
-  manager = checkpoints.create_manager(workdir, read_only=True)
-  state, _ = checkpoints.restore_newest(manager, state, checkpoints.run_metadata(config, dataset))
-  manager.close()
-  return devices.to_host(flax.serialization.to_state_dict(state))
 
 
 def batch_of(config, n=8):
@@ -126,18 +113,7 @@ def switch_args(image_folder, workdir, steps):
 
 
 def test_killed_and_resumed_with_every_switch_on_ends_bit_identical(tmp_path):
-  image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
-  reference = str(tmp_path / 'reference')
-  run_module('jaxresnet.main', *switch_args(image_folder, reference, 12), check=True)
-  killed = str(tmp_path / 'killed')
-  child = start(switch_args(image_folder, killed, 12))
-  wait_for(lambda: os.path.isdir(os.path.join(killed, 'checkpoints', '6')), child)
-  assert child.poll() is None, 'the run ended before the kill'
-  child.send_signal(signal.SIGKILL)
-  child.communicate()
-  resumed = run_module('jaxresnet.main', *switch_args(image_folder, killed, 12), check=True)
-  assert 'resumed from checkpoint at step' in resumed.stdout
-  reference_state, killed_state = whole_state(reference), whole_state(killed)
+  reference_state, killed_state, killed = reference_and_resumed(switch_args, tmp_path)
   assert {'ema_params', 'ema_batch_stats'} <= set(reference_state)
   assert_trees_equal(reference_state, killed_state)
   results = json.load(open(os.path.join(killed, 'results.json')))

@@ -12,6 +12,7 @@ import time
 from absl import flags
 import hypothesis
 from hypothesis import strategies as st
+import flax
 import jax
 import numpy as np
 import pytest
@@ -23,15 +24,14 @@ from conftest import REPO, run_module, tiny_config, write_image_folder
 
 
 def final_state(workdir):
-  """The whole train state of the workdir's newest checkpoint, optimizer and key included."""
+  """Every array of the workdir's newest checkpoint: weights, optimizer (SAM's too), EMA, key, step."""
   config = evaluate.load_run_config(workdir)
   dataset = data.load_dataset(config)
   _, state, _ = train.build(config, dataset, devices.make_mesh())
   manager = checkpoints.create_manager(workdir, read_only=True)
   state, _ = checkpoints.restore_newest(manager, state, checkpoints.run_metadata(config, dataset))
   manager.close()
-  return devices.to_host({'params': state.params, 'batch_stats': state.batch_stats,
-                        'opt_state': state.opt_state, 'step': state.step, 'rng': state.rng})
+  return devices.to_host(flax.serialization.to_state_dict(state))
 
 
 def assert_trees_equal(a, b):
@@ -54,6 +54,29 @@ def start(args):
   env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'}
   return subprocess.Popen([sys.executable, '-m', 'jaxresnet.main', *args], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def reference_and_resumed(args_of, tmp_path, steps=12, kill_at=6):
+  """Final states of one run uninterrupted and of the same run kill -9'd as checkpoint `kill_at` appears and resumed.
+
+  `args_of(image_folder, workdir, steps)` gives main's arguments.
+  """
+  image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
+  reference, killed = str(tmp_path / 'reference'), str(tmp_path / 'killed')
+  run_module('jaxresnet.main', *args_of(image_folder, reference, steps), check=True)
+  kill_as_checkpoint_appears(args_of(image_folder, killed, steps), killed, kill_at)
+  resumed = run_module('jaxresnet.main', *args_of(image_folder, killed, steps), check=True)
+  assert 'resumed from checkpoint at step' in resumed.stdout  # At kill_at, or a later save that landed.
+  return final_state(reference), final_state(killed), killed
+
+
+def kill_as_checkpoint_appears(args, workdir, step):
+  """Starts `main args` and kill -9s it the moment WORKDIR/checkpoints/<step> appears (the next save may be in flight)."""
+  child = start(args)
+  wait_for(lambda: os.path.isdir(os.path.join(workdir, 'checkpoints', str(step))), child)
+  assert child.poll() is None, 'the run ended before the kill'
+  child.send_signal(signal.SIGKILL)
+  child.communicate()
 
 
 def wait_for(predicate, child, timeout=300):
@@ -269,7 +292,7 @@ def test_workdir_of_another_model_is_refused_and_left_intact(image_folder, tmp_p
   assert sorted(os.listdir(workdir)) == before and final_state(workdir)['step'] == 3
 
 
-FIELD_NAMES = sorted(__import__('configs.default', fromlist=['get_config']).get_config().keys())
+FIELD_NAMES = sorted(__import__('jaxresnet.configs.default', fromlist=['get_config']).get_config().keys())
 VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(repr),
                    st.booleans().map(str), st.text(max_size=12),
                    st.sampled_from(['resnet20', 'plain56', 'A', 'B', 'sgd', 'cosine', '(1,2)', '()', '-1', '0']))
