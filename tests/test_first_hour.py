@@ -58,6 +58,7 @@ def test_download_probe_gives_up_after_its_timeout_on_a_host_that_never_answers(
   def never_answers(address, timeout=None):
     del address, timeout
     time.sleep(30)  # In a daemon thread that the probe stops waiting for.
+    raise TimeoutError('timed out')  # What a connection that never opens ends in.
   monkeypatch.setattr(socket, 'create_connection', never_answers)
   start = time.monotonic()
   assert not data.can_connect('192.0.2.1', 443, timeout=0.5)
