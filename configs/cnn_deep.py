@@ -7,6 +7,10 @@ is this repository's choice (the source gives none): Adam lr 1e-3, batch 64,
 30 epochs, no augmentation, no weight decay.
 
     python -m jaxresnet.main --config=configs/cnn_deep.py --workdir=/tmp/cnn_deep
+
+Ours: 71.14% test accuracy (final model, 71.48% validation) on CIFAR-10-JPEG after
+24 of the 30 epochs (--config.num_epochs=24), 44.8 minutes on 2 shared Intel Xeon
+CPU cores (results/cpu_baselines/).
 """
 from jaxresnet.configs import cnn_small
 

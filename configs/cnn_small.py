@@ -5,6 +5,9 @@ this repository's choice (the source gives none): Adam lr 1e-3, batch 64,
 20 epochs, no augmentation, no weight decay.
 
     python -m jaxresnet.main --config=configs/cnn_small.py --workdir=/tmp/cnn_small
+
+Ours: 62.01% test accuracy (final model, 60.50% validation) on CIFAR-10-JPEG, 5.0
+minutes on 2 Intel Xeon CPU cores (results/cpu_baselines/).
 """
 from jaxresnet.configs import default
 

@@ -3,7 +3,9 @@
 The four-stage ImageNet-style layout of kuangliu/pytorch-cifar (3x3 stem, no
 max-pool, widths 64-128-256-512, projection shortcuts), with the recipe one
 project reported at about 91% test accuracy: Adam at a constant lr 0.01,
-dropout 0.1 before the classifier, batch 64, 200 epochs. Not reproduced here.
+dropout 0.1 before the classifier, batch 64, 200 epochs. Ours: only 3 epochs so
+far (--config.num_epochs=3), 68.37% test accuracy on CIFAR-10-JPEG, 26.5 minutes on
+2 Intel Xeon CPU cores (results/cpu_baselines/); the 200 epochs need a GPU.
 
     python -m jaxresnet.main --config=configs/resnet18_1111.py --workdir=/tmp/resnet18_1111
 """
