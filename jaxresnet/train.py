@@ -270,7 +270,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   manager, state, start_step = workdir_lib.open_run(workdir, config, state, metadata, run_lock)
   console = start_console(config, workdir, model, state, dataset, start_step, total_steps)
 
-  train_images, train_labels = devices.replicate(mesh, dataset.train_images), devices.replicate(mesh, dataset.train_labels)
+  train_images = devices.replicate(mesh, dataset.train_images)
+  train_labels = devices.replicate(mesh, dataset.train_labels)
   train_fn = make_train_fn(mesh, config, steps_per_epoch, dataset.num_classes)
   epoch_order = jobs.EpochOrder(make_permutation_fn(mesh, config, len(dataset.train_labels)), data_key(config),
                                 steps_per_epoch)
@@ -292,8 +293,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
           stopped = stop.signal_name or 'a signal to another process'
         due, records = jobs.Due.after(step, config, total_steps, stopping=bool(stopped)), [{}] * config.num_seeds
         # Before any save: no checkpoint holds a diverged single run; a diverged member is frozen.
-        if due.any and window.check(checkpointer.last_step):
-          frozen = frozen_members(mesh, config, window, console)
+        newly_diverged = window.check(checkpointer.last_step) if due.any else {}
+        if newly_diverged:
+          frozen = frozen_members(mesh, config, window, console, newly_diverged)
         if due.log:
           common = {'learning_rate': float(schedule(step - 1)), **chrono.rate()}
           records = [{**r, **common} for r in window.summary()]
@@ -340,12 +342,13 @@ def member_config(config, seed: int) -> ml_collections.ConfigDict:
   return member
 
 
-def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jobs.Console] = None):
-  """The device mask of the members that stopped training (None for a single run); reports new ones."""
+def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jobs.Console] = None,
+                   newly_diverged: Optional[Dict[int, int]] = None):
+  """The device mask of the members that stopped training (None for a single run); reports the new ones."""
   if config.num_seeds == 1:
     return None
   if console is not None:
-    for member, step in sorted(window.diverged.items()):
+    for member, step in sorted((newly_diverged or {}).items()):
       console.print(f'warning: seed {seeds(config)[member]} diverged at step {step} (loss or weights not '
                     'finite); it is frozen there and the other seeds go on')
   mask = np.zeros(config.num_seeds, bool)
