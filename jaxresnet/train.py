@@ -360,9 +360,11 @@ def start_console(config, workdir, model, state, dataset, start_step, total_step
   """Writes config.json (per member too) and opens the metrics; the first lines say what is trained where."""
   is_main = jax.process_index() == 0
   dirs = member_dirs(config, workdir)
-  configs = [config] + [member_config(config, s) for s in seeds(config)] if len(dirs) > 1 else [config]
+  config_files = {workdir: config}  # A population's, and each member's: the single run it equals.
+  if config.num_seeds > 1:
+    config_files.update({d: member_config(config, s) for d, s in zip(dirs, seeds(config))})
   if is_main:
-    for directory, run_config in zip([workdir] + dirs if len(dirs) > 1 else dirs, configs):
+    for directory, run_config in config_files.items():
       os.makedirs(directory, exist_ok=True)
       with open(os.path.join(directory, 'config.json'), 'w') as f:
         f.write(run_config.to_json_best_effort(indent=2, sort_keys=True))
@@ -397,11 +399,12 @@ def write_results(config, workdir, console, evaluator, state, step, model, datas
   if evaluator.results is None:  # Resumed at the end: the last evaluation was not kept.
     evaluator(state)
   summaries = []
+  num_params = models.count_params(member_params(state, config))
+  macs = models.count_macs(model, dataset.train_images.shape[1:])
   for member, (seed, directory, results) in enumerate(zip(seeds(config), member_dirs(config, workdir),
                                                           evaluator.results)):
-    summary = {'model': config.model, 'step': step, 'seed': seed,
-               'num_params': models.count_params(member_params(state, config)),
-               'macs': models.count_macs(model, dataset.train_images.shape[1:]), 'devices': device_names(),
+    summary = {'model': config.model, 'step': step, 'seed': seed, 'num_params': num_params, 'macs': macs,
+               'devices': device_names(),
                **{f'{name}_accuracy': r['accuracy'] for name, r in results.items()},
                **{f'{name}_error': 1.0 - r['accuracy'] for name, r in results.items()},
                **{f'{name}_loss': r['loss'] for name, r in results.items()},
