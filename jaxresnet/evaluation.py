@@ -104,7 +104,8 @@ def summarize(totals) -> Dict[str, Any]:
 
 
 def evaluate(eval_fn, state, split: EvalSet) -> Dict[str, Any]:
-  return summarize(devices.to_host(eval_fn(state, split.images, split.labels, split.mask)))
+  """The numbers of one split for a single run's state."""
+  return evaluate_members(eval_fn, state, split, num_members=1)[0]
 
 
 def evaluate_members(eval_fn, state, split: EvalSet, num_members: int) -> List[Dict[str, Any]]:

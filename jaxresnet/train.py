@@ -268,7 +268,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   metadata = checkpoints.run_metadata(config, dataset)
   # Creates and locks the workdir only now (bad data leave nothing behind); the manager holds the lock.
   manager, state, start_step = workdir_lib.open_run(workdir, config, state, metadata, run_lock)
-  console = start_console(config, workdir, model, state, dataset, start_step, total_steps)
+  # One member's size (all have the same), counted once from an abstract trace of `init`.
+  size = models.count_params_and_macs(model, dataset.train_images.shape[1:])
+  console = start_console(config, workdir, size, dataset, start_step, total_steps)
 
   train_images = devices.replicate(mesh, dataset.train_images)
   train_labels = devices.replicate(mesh, dataset.train_labels)
@@ -312,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if stopped:
     console.print(f'stopped by {stopped} at step {step}: checkpoint saved; run the same command to resume')
     return {'model': config.model, 'step': step, 'stopped': stopped}
-  return write_results(config, workdir, console, evaluator, state, step, model, dataset, window.diverged)
+  return write_results(config, workdir, console, evaluator, state, step, size, dataset, window.diverged)
 
 
 def eval_views(mesh, config) -> List[tuple]:
@@ -356,7 +358,7 @@ def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jo
   return devices.replicate(mesh, mask)
 
 
-def start_console(config, workdir, model, state, dataset, start_step, total_steps) -> jobs.Console:
+def start_console(config, workdir, size, dataset, start_step, total_steps) -> jobs.Console:
   """Writes config.json (per member too) and opens the metrics; the first lines say what is trained where."""
   is_main = jax.process_index() == 0
   dirs = member_dirs(config, workdir)
@@ -374,8 +376,8 @@ def start_console(config, workdir, model, state, dataset, start_step, total_step
   console = jobs.Console(writers, total_steps, start_step, enabled=is_main)
   population = f'; {config.num_seeds} seeds {seeds(config)[0]}-{seeds(config)[-1]} in one program' \
       if config.num_seeds > 1 else ''
-  console.print(f'{config.model}: {models.count_params(member_params(state, config)):,} parameters, '
-                f'{models.count_macs(model, dataset.train_images.shape[1:]) / 1e6:.1f}M multiply-adds per image; '
+  num_params, macs = size
+  console.print(f'{config.model}: {num_params:,} parameters, {macs / 1e6:.1f}M multiply-adds per image; '
                 f'data {data.describe(dataset)}; {device_names()}; {total_steps} steps of batch {config.batch_size}'
                 + population)
   if start_step:
@@ -383,24 +385,16 @@ def start_console(config, workdir, model, state, dataset, start_step, total_step
   return console
 
 
-def member_params(state, config):
-  """The parameters of one member (shapes only matter: all members have the same)."""
-  if config.num_seeds == 1:
-    return state.params
-  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state.params)
-
-
 def device_names() -> str:
   return f'{jax.device_count()} x {jax.devices()[0].device_kind}'
 
 
-def write_results(config, workdir, console, evaluator, state, step, model, dataset, diverged) -> Dict[str, Any]:
+def write_results(config, workdir, console, evaluator, state, step, size, dataset, diverged) -> Dict[str, Any]:
   """results.json of every member: the final model's numbers on every split."""
   if evaluator.results is None:  # Resumed at the end: the last evaluation was not kept.
     evaluator(state)
   summaries = []
-  num_params = models.count_params(member_params(state, config))
-  macs = models.count_macs(model, dataset.train_images.shape[1:])
+  num_params, macs = size
   for member, (seed, directory, results) in enumerate(zip(seeds(config), member_dirs(config, workdir),
                                                           evaluator.results)):
     summary = {'model': config.model, 'step': step, 'seed': seed, 'num_params': num_params, 'macs': macs,
