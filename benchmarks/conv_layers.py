@@ -27,14 +27,14 @@ from typing import Any, Callable, Dict
 from absl import app
 from absl import flags
 
-from jaxresnet import host_memory  # pylint: disable=g-import-not-at-top
+from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top
 host_memory.keep_freed_memory()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import host  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxresnet import devices  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import devices  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS

@@ -28,7 +28,7 @@ from typing import Any, Dict, List
 from absl import app
 from absl import flags
 
-from jaxresnet import host_memory  # pylint: disable=g-import-not-at-top
+from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top
 host_memory.keep_freed_memory()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -36,7 +36,9 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import host  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks.synthetic import benchmark_config, synthetic_dataset  # pylint: disable=g-import-not-at-top
-from jaxresnet import devices, models, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import devices  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('models', ['resnet20', 'resnet56'], 'Models to time.')

@@ -48,7 +48,7 @@ from absl import logging
 # Both frameworks share the GPU: JAX must not grab most of its memory up front (read at backend start).
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 # The product's host-memory setting, as `python -m jaxresnet.main` applies it (before JAX starts).
-from jaxresnet import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 host_memory.keep_freed_memory()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -58,11 +58,11 @@ from benchmarks import host
 from benchmarks.synthetic import benchmark_config, synthetic_dataset
 from jaxresnet.configs import default as default_config
 from jaxresnet import data
-from jaxresnet import devices
-from jaxresnet import evaluation
+from jaxresnet.infra import devices
+from jaxresnet.training import evaluation
 from jaxresnet import models
-from jaxresnet import train
-from jaxresnet.errors import JaxresnetError, exit_on_user_error
+from jaxresnet.training import train
+from jaxresnet.infra.errors import JaxresnetError, exit_on_user_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('models', ['resnet20', 'resnet56', 'resnet110', 'resnet18'], 'Models to time.')
@@ -277,7 +277,7 @@ class TorchModel:
   """The reference net with its optimizer, and one Timed per variant (train and eval)."""
 
   def __init__(self, torch, name: str, batch_size: int, precision: str, variants: List[str]):
-    from benchmarks import torch_resnet  # pylint: disable=g-import-not-at-top
+    from jaxresnet.peer import nets as torch_resnet  # pylint: disable=g-import-not-at-top
     self.torch = torch
     self.cuda = torch.cuda.is_available() and jax.devices()[0].platform == 'gpu'
     self.device = torch.device('cuda' if self.cuda else 'cpu')
@@ -308,7 +308,7 @@ class TorchModel:
       self.torch.cuda.synchronize()
 
   def _add(self, name: str, variant: str):
-    from benchmarks import torch_resnet  # pylint: disable=g-import-not-at-top
+    from jaxresnet.peer import nets as torch_resnet  # pylint: disable=g-import-not-at-top
     torch = self.torch
     torch.manual_seed(0)
     net = torch_resnet.get_model(name).to(self.device)
@@ -558,7 +558,7 @@ def _jax_epoch(config, dataset, steps, warmup) -> Dict[str, Any]:
 
 def _torch_epoch(torch, config, dataset, steps, warmup, workers) -> Dict[str, Any]:
   """A standard PyTorch loop: DataLoader with host-side random crop and flip, then the step."""
-  from benchmarks import torch_resnet  # pylint: disable=g-import-not-at-top
+  from jaxresnet.peer import nets as torch_resnet  # pylint: disable=g-import-not-at-top
   try:
     net = torch_resnet.get_model(config.model)
   except ValueError as e:

@@ -13,10 +13,10 @@ run's classes (a subset is fine). Images of another size or mode are resized
 and converted, with a warning. The training data is not read.
 """
 
-from jaxresnet import preemption
+from jaxresnet.infra import signals
 
 if __name__ == '__main__':  # First, before the slow imports: Ctrl-C or SIGTERM while starting up is one line.
-  preemption.stop_on_signals()
+  signals.stop_on_signals()
 
 import csv
 import functools
@@ -33,16 +33,16 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from jaxresnet import checkpoints
-from jaxresnet import config as config_lib
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra import config as config_lib
 from jaxresnet import data
-from jaxresnet import devices
-from jaxresnet import evaluation
+from jaxresnet.infra import devices
+from jaxresnet.training import evaluation
 from jaxresnet import models
-from jaxresnet import errors
-from jaxresnet import train
-from jaxresnet import workdir as workdir_lib
-from jaxresnet.errors import CheckpointError, exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.infra import errors
+from jaxresnet.training import train
+from jaxresnet.infra import rundir
+from jaxresnet.infra.errors import CheckpointError, exit_on_extra_arguments, exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -207,7 +207,7 @@ def main(argv):
   exit_on_extra_arguments(argv)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only restore.
-    errors.send_library_noise_to(workdir_lib.log_path(FLAGS.workdir))  # And logs its errors' tracebacks.
+    errors.send_library_noise_to(rundir.log_path(FLAGS.workdir))  # And logs its errors' tracebacks.
   with exit_on_user_error():
     if FLAGS.data_dir:
       config, metadata, mesh, state = restore_model(FLAGS.workdir, FLAGS.step, FLAGS.seed)

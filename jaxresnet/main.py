@@ -14,12 +14,12 @@ import ast
 import importlib.util
 import os
 
-from jaxresnet import preemption
+from jaxresnet.infra import signals
 
 if __name__ == '__main__':  # First, before the slow imports: SIGTERM or Ctrl-C while starting up is one line.
-  preemption.stop_on_signals()
+  signals.stop_on_signals()
 
-from jaxresnet import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Before anything starts JAX's threads: see host_memory.
 host_memory.keep_freed_memory()
@@ -31,10 +31,10 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from jaxresnet import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxresnet import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxresnet import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxresnet.errors import ConfigError, exit_on_extra_arguments, exit_on_user_error  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import rundir  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra.errors import ConfigError, exit_on_extra_arguments, exit_on_user_error  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and logs go.')
@@ -132,7 +132,7 @@ def main(argv):
   if FLAGS.coordinator_address or FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   if quiet:  # Orbax's logged tracebacks and asyncio's reports go to WORKDIR/log.txt.
-    errors.send_library_noise_to(workdir_lib.log_path(FLAGS.workdir))
+    errors.send_library_noise_to(rundir.log_path(FLAGS.workdir))
   with exit_on_user_error():
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -21,8 +21,8 @@ from typing import List, Optional, Sequence
 from absl import flags
 import numpy as np
 
-from jaxresnet import errors
-from jaxresnet.errors import DataError, exit_on_user_error
+from jaxresnet.infra import errors
+from jaxresnet.infra.errors import DataError, exit_on_user_error
 
 FIGSIZE = (12.0, 4.5)  # inches; the PNG is FIGSIZE * dpi pixels.
 DEFAULT_DPI = 100

@@ -13,10 +13,10 @@ Images of any size or mode are resized and converted to the run's image shape
 is then 1. Only the checkpoint is read, not the training data.
 """
 
-from jaxresnet import preemption
+from jaxresnet.infra import signals
 
 if __name__ == '__main__':  # First, before the slow imports: Ctrl-C or SIGTERM while starting up is one line.
-  preemption.stop_on_signals()
+  signals.stop_on_signals()
 
 import os
 import sys
@@ -28,11 +28,11 @@ import jax
 import numpy as np
 
 from jaxresnet import data
-from jaxresnet import errors
+from jaxresnet.infra import errors
 from jaxresnet import evaluate
-from jaxresnet import evaluation
-from jaxresnet import workdir as workdir_lib
-from jaxresnet.errors import DataError, exit_on_user_error
+from jaxresnet.training import evaluation
+from jaxresnet.infra import rundir
+from jaxresnet.infra.errors import DataError, exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -81,7 +81,7 @@ def main(argv):
     sys.exit(2)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only restore.
-    errors.send_library_noise_to(workdir_lib.log_path(FLAGS.workdir))  # And logs its errors' tracebacks.
+    errors.send_library_noise_to(rundir.log_path(FLAGS.workdir))  # And logs its errors' tracebacks.
   with exit_on_user_error():
     _, metadata, _, state = evaluate.restore_model(FLAGS.workdir, FLAGS.step, FLAGS.seed)
   class_names, image_shape = metadata['class_names'], tuple(metadata['image_shape'])

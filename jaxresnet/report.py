@@ -39,8 +39,8 @@ from absl import flags
 import numpy as np
 
 from jaxresnet import plot
-from jaxresnet import errors
-from jaxresnet.errors import DataError, exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.infra import errors
+from jaxresnet.infra.errors import DataError, exit_on_extra_arguments, exit_on_user_error
 
 PLAN_FILE = 'reproduce.json'  # DIR/: the reproduce commands and their settings.
 TIMING_FILE = 'timing.json'  # DIR/<model>/seed<k>/: wall-clock time of each training session.

@@ -31,10 +31,10 @@ smoke runs, and the report then says in bold that it is not a reproduction.
 --data_dir, --cache_dir, --eval_batch_size and --*_every_steps do not. A DIR
 keeps the settings it was started with: other settings need another DIR.
 """
-from jaxresnet import preemption
+from jaxresnet.infra import signals
 
 if __name__ == '__main__':  # First, before the slow imports: SIGTERM or Ctrl-C while starting up is one line.
-  preemption.stop_on_signals()
+  signals.stop_on_signals()
 
 import contextlib
 import datetime
@@ -53,15 +53,15 @@ from absl import logging
 import jax
 import ml_collections
 
-from jaxresnet import config as config_lib
+from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet import models as models_lib
 from jaxresnet import plot
 from jaxresnet import report
-from jaxresnet import train
-from jaxresnet import errors
-from jaxresnet import workdir as workdir_lib
-from jaxresnet.errors import ConfigError, exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.training import train
+from jaxresnet.infra import errors
+from jaxresnet.infra import rundir
+from jaxresnet.infra.errors import ConfigError, exit_on_extra_arguments, exit_on_user_error
 
 RECIPE_FIELDS = ('dataset', 'batch_size', 'num_val_examples')  # Overriding these changes the results.
 BOOKKEEPING_FIELDS = ('data_dir', 'cache_dir', 'eval_batch_size', 'eval_every_steps', 'log_every_steps',
@@ -172,9 +172,9 @@ def _write_json(path: str, value: Any) -> None:
 
 
 def load_peer():
-  """benchmarks.torch_peer, the PyTorch peer trainer; a ConfigError when it cannot run here."""
+  """jaxresnet.peer.trainer, the PyTorch peer trainer; a ConfigError when it cannot run here."""
   try:
-    from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+    from jaxresnet.peer import trainer as torch_peer  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ConfigError(f'--peer needs benchmarks/torch_peer.py (run from the repository root): {e}') from None
   torch_peer.require_torch()
@@ -320,8 +320,8 @@ def reproduce(workdir: str, table: str = 'he2016', models: Optional[Sequence[str
           'seeds': max(plan.get('seeds', 0), seeds),
           'peer_seeds': max(plan.get('peer_seeds', 0), seeds if peer else 0),
           'commands': plan.get('commands', []) + ([command] if command else [])}
-  workdir_lib.check_writable(workdir)
-  with workdir_lib.lock_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+  rundir.check_writable(workdir)
+  with rundir.lock_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
     return _train_runs(workdir, runs, plan, output)
 
 
@@ -388,7 +388,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Keep JAX's and Orbax's INFO lines out of the output.
   overrides = {field: FLAGS[field].value for field in RECIPE_FIELDS + BOOKKEEPING_FIELDS}
   # Training itself stops cleanly on SIGTERM; outside it (loading data, compiling) SIGTERM unwinds
-  # like Ctrl-C (preemption.stop_on_signals), so the session's time is recorded either way.
+  # like Ctrl-C (signals.stop_on_signals), so the session's time is recorded either way.
   command = ' '.join(['python -m jaxresnet.reproduce'] + [shlex.quote(a) for a in sys.argv[1:]])
   with exit_on_user_error():
     reproduce(FLAGS.workdir, FLAGS.table, FLAGS.models, FLAGS.seeds, FLAGS.steps_scale, overrides,

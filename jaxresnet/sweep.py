@@ -19,10 +19,10 @@ One sweep at a time works in a WORKDIR (it holds WORKDIR/.lock), and each
 point's run holds its own sub-workdir: a second sweep, or a `main` on a point
 being trained, stops at once with one line naming the process at work.
 """
-from jaxresnet import preemption
+from jaxresnet.infra import signals
 
 if __name__ == '__main__':  # First, before the slow imports: Ctrl-C or SIGTERM while starting up is one line.
-  preemption.stop_on_signals()
+  signals.stop_on_signals()
 
 import ast
 import contextlib
@@ -36,14 +36,14 @@ from absl import logging
 import jax
 import ml_collections
 
-from jaxresnet import config as config_lib
+from jaxresnet.infra import config as config_lib
 from jaxresnet import data
-from jaxresnet import errors
+from jaxresnet.infra import errors
 from jaxresnet import report
 from jaxresnet import main as main_lib  # Its --config, --workdir and flag parsing.
-from jaxresnet import train
-from jaxresnet import workdir as workdir_lib
-from jaxresnet.errors import ConfigError, exit_on_user_error
+from jaxresnet.training import train
+from jaxresnet.infra import rundir
+from jaxresnet.infra.errors import ConfigError, exit_on_user_error
 
 FLAGS = main_lib.FLAGS
 PREFIX = '--sweep.'
@@ -198,8 +198,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, grid: Grid) -> Di
   points = grid_points(config, grid)
   total_steps = TotalSteps()
   is_main = jax.process_index() == 0
-  workdir_lib.check_writable(workdir)
-  with (workdir_lib.lock_workdir(workdir) if is_main else contextlib.nullcontext()):
+  rundir.check_writable(workdir)
+  with (rundir.lock_workdir(workdir) if is_main else contextlib.nullcontext()):
     return _run_points(workdir, grid, points, total_steps, is_main)
 
 
@@ -247,7 +247,7 @@ def main(argv):
   if FLAGS.coordinator_address or FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   if not FLAGS['verbosity'].present:  # Orbax's logged tracebacks and asyncio's reports go to WORKDIR/log.txt.
-    errors.send_library_noise_to(workdir_lib.log_path(FLAGS.workdir))
+    errors.send_library_noise_to(rundir.log_path(FLAGS.workdir))
   with exit_on_user_error():
     grid = parse_grid(argv[1:], FLAGS.config)
     run_sweep(FLAGS.config, FLAGS.workdir, grid)

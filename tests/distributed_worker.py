@@ -12,7 +12,9 @@ def main(coordinator, num_processes, process_id, image_folder, workdir, output):
   if num_processes > 1:
     jax.distributed.initialize(coordinator, num_processes, process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxresnet import devices, evaluate, train  # pylint: disable=g-import-not-at-top
+  from jaxresnet import evaluate  # pylint: disable=g-import-not-at-top
+  from jaxresnet.infra import devices  # pylint: disable=g-import-not-at-top
+  from jaxresnet.training import train  # pylint: disable=g-import-not-at-top
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   summary = train.train_and_evaluate(tiny_config(image_folder, batch_size=8, num_train_steps=4), workdir)
   _, _, _, state = evaluate.restore_run(workdir)

@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import run_module, tiny_config
-from jaxresnet import checkpoints, data, devices, evaluate, evaluation, train
-from jaxresnet.errors import CheckpointError
+from jaxresnet import data, evaluate
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra import devices
+from jaxresnet.training import evaluation
+from jaxresnet.training import train
+from jaxresnet.infra.errors import CheckpointError
 
 
 def final_state(workdir):

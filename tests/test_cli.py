@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import REPO, run_module, tiny_config
-from jaxresnet import train
+from jaxresnet.training import train
 
 COMMANDS = ['main', 'evaluate', 'predict', 'sweep', 'plot', 'report', 'reproduce']
 

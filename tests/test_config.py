@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from jaxresnet import config as config_lib
-from jaxresnet.errors import ConfigError
+from jaxresnet.infra import config as config_lib
+from jaxresnet.infra.errors import ConfigError
 from conftest import REPO, run_module
 
 CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxresnet import data
-from jaxresnet.errors import DataError
+from jaxresnet.infra.errors import DataError
 from conftest import tiny_config, write_image_folder
 
 

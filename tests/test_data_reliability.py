@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO, write_image_folder
 from jaxresnet import data
-from jaxresnet.errors import DataError
+from jaxresnet.infra.errors import DataError
 
 
 def cache_files(cache_dir):

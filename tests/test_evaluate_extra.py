@@ -9,8 +9,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxresnet import data, devices, evaluate, train
-from jaxresnet.errors import DataError
+from jaxresnet import data, evaluate
+from jaxresnet.infra import devices
+from jaxresnet.training import train
+from jaxresnet.infra.errors import DataError
 from conftest import run_module, tiny_config, write_image_folder
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, run_module
 from jaxresnet import data, models
-from jaxresnet.errors import DataError
+from jaxresnet.infra.errors import DataError
 
 
 def closed_port() -> int:

@@ -8,9 +8,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxresnet import jobs
-from jaxresnet.errors import CheckpointError
-from jaxresnet.metric_writers import MetricWriter
+from jaxresnet.training import jobs
+from jaxresnet.infra.errors import CheckpointError
+from jaxresnet.infra.tensorboard import MetricWriter
 
 
 def test_itstime_every_n_steps_at_the_end_and_when_forced():

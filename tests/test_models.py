@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxresnet import models
-from jaxresnet.errors import ConfigError
+from jaxresnet.infra.errors import ConfigError
 
 # He et al. 2016, Table 6 (option A; trainable parameters, BatchNorm scale/bias included).
 PAPER_PARAMS = {'resnet20': 269_722, 'resnet32': 464_154, 'resnet44': 658_586,

@@ -13,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxresnet import data, devices, train
+from jaxresnet import data
+from jaxresnet.infra import devices
+from jaxresnet.training import train
 from conftest import REPO, tiny_config
 
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'
@@ -71,7 +73,7 @@ def test_four_device_train_and_evaluate_and_bad_batch(image_folder, tmp_path):
   summary = train.train_and_evaluate(tiny_config(image_folder, batch_size=8, eval_batch_size=4),
                                      str(tmp_path / 'run'))
   assert summary['devices'].startswith('4 x') and summary['step'] == 6
-  from jaxresnet.errors import ConfigError
+  from jaxresnet.infra.errors import ConfigError
   with pytest.raises(ConfigError, match='batch_size=6 is not divisible by the 4 devices'):
     train.train_and_evaluate(tiny_config(image_folder, batch_size=6), str(tmp_path / 'bad'))
 

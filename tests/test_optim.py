@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import optim
+from jaxresnet.training import optim
 from conftest import tiny_config
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxresnet import config as config_lib
-from jaxresnet import optim
-from jaxresnet.errors import ConfigError
+from jaxresnet.infra import config as config_lib
+from jaxresnet.training import optim
+from jaxresnet.infra.errors import ConfigError
 from conftest import tiny_config
 
 P0, GRADS = np.array([1.0, -2.0, 0.5]), [np.array([0.5, 0.25, -1.0]), np.array([-0.3, 0.8, 0.1])]

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, run_module
 from jaxresnet import plot
-from jaxresnet.errors import DataError
+from jaxresnet.infra.errors import DataError
 
 
 def write_run(workdir, model, seed=0, steps=(2, 4, 6), train_accuracy=(0.5, 0.7, 0.9),

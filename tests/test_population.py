@@ -9,8 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import checkpoints, devices, evaluate, jobs, train
-from jaxresnet.errors import CheckpointError, ConfigError
+from jaxresnet import evaluate
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra import devices
+from jaxresnet.training import jobs
+from jaxresnet.training import train
+from jaxresnet.infra.errors import CheckpointError, ConfigError
 from conftest import run_module, tiny_config, write_image_folder
 from test_reliability import assert_trees_equal, final_state, reference_and_resumed, start
 
@@ -143,7 +147,7 @@ def test_num_seeds_that_is_not_an_integer_is_one_line(image_folder, tmp_path):
   assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
   assert result.stderr.startswith('error: ') and 'num_seeds' in result.stderr
   with pytest.raises(ConfigError, match='whole number'):
-    from jaxresnet import config as config_lib  # pylint: disable=g-import-not-at-top
+    from jaxresnet.infra import config as config_lib  # pylint: disable=g-import-not-at-top
     config_lib.validate(tiny_config(image_folder, num_seeds=True))
 
 

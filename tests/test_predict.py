@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxresnet import data, evaluate, predict, train
+from jaxresnet import data, evaluate, predict
+from jaxresnet.training import train
 from conftest import run_module, tiny_config, write_image_folder
 
 

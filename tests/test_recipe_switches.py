@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import data, devices, train
-from jaxresnet.errors import ConfigError
+from jaxresnet import data
+from jaxresnet.infra import devices
+from jaxresnet.training import train
+from jaxresnet.infra.errors import ConfigError
 from conftest import tiny_config
 from test_reliability import assert_trees_equal, reference_and_resumed
 
@@ -81,7 +83,7 @@ def test_ema_weights_follow_their_recurrence_in_the_step(image_folder):
     ({'tta': 'mirror'}, "config.tta='mirror' is not one of"),
 ])
 def test_bad_switch_values_are_config_errors(image_folder, overrides, message):
-  from jaxresnet import config as config_lib  # pylint: disable=g-import-not-at-top
+  from jaxresnet.infra import config as config_lib  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match=message):
     config_lib.validate(tiny_config(image_folder, **overrides))
 

@@ -10,8 +10,8 @@ import optax
 from PIL import Image, ImageEnhance, ImageOps
 import pytest
 
-from jaxresnet import recipes
-from jaxresnet.errors import ConfigError
+from jaxresnet.training import switches
+from jaxresnet.infra.errors import ConfigError
 
 # --------------------------------------------------------------------------
 # Cutout.
@@ -32,7 +32,7 @@ def test_cutout_masks_exactly_the_clipped_squares(size):
   n, h, w = 64, 10, 12
   key = jax.random.key(3)
   images = jnp.asarray(np.random.default_rng(0).normal(size=(n, h, w, 2)).astype(np.float32)) + 10.0
-  out = np.asarray(jax.jit(recipes.cutout, static_argnums=2)(key, images, size))
+  out = np.asarray(jax.jit(switches.cutout, static_argnums=2)(key, images, size))
   # The documented draw of the centres, turned into a mask by plain loops.
   centres = np.asarray(jax.random.randint(key, (n, 2), 0, jnp.array([h, w])))
   mask = _expected_cutout_mask(centres, h, w, size)
@@ -47,7 +47,7 @@ def test_cutout_masks_exactly_the_clipped_squares(size):
     assert len(cols) == size or cols[0] == 0 or cols[-1] == w - 1
     areas.append(len(ys))
   assert max(areas) == size * size and min(areas) < size * size  # Both whole and clipped squares.
-  assert recipes.cutout(key, images, 0) is images
+  assert switches.cutout(key, images, 0) is images
 
 
 # --------------------------------------------------------------------------
@@ -61,17 +61,17 @@ def test_label_smoothing_gives_the_closed_form_loss():
   labels = rng.integers(0, k, n)
   log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   expected = np.mean(-(1 - eps) * log_p[np.arange(n), labels] - eps / k * log_p.sum(-1))
-  loss = jax.jit(recipes.cross_entropy, static_argnums=2)(logits, jnp.asarray(labels, jnp.int32), eps)
+  loss = jax.jit(switches.cross_entropy, static_argnums=2)(logits, jnp.asarray(labels, jnp.int32), eps)
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   # Soft one-hot labels give the same loss; without smoothing it is the plain cross-entropy.
   onehot = jax.nn.one_hot(labels, k)
-  np.testing.assert_allclose(recipes.cross_entropy(logits, onehot, eps), expected, rtol=1e-5)
-  np.testing.assert_allclose(recipes.cross_entropy(logits, jnp.asarray(labels)), np.mean(-log_p[np.arange(n), labels]),
+  np.testing.assert_allclose(switches.cross_entropy(logits, onehot, eps), expected, rtol=1e-5)
+  np.testing.assert_allclose(switches.cross_entropy(logits, jnp.asarray(labels)), np.mean(-log_p[np.arange(n), labels]),
                              rtol=1e-5)
   # Mixed labels: smoothing the mixture is the mixture of the smoothed targets.
   mixed = 0.3 * onehot + 0.7 * onehot[::-1]
   expected_mixed = np.mean(-(((1 - eps) * np.asarray(mixed) + eps / k) * log_p).sum(-1))
-  np.testing.assert_allclose(recipes.cross_entropy(logits, mixed, eps), expected_mixed, rtol=1e-5)
+  np.testing.assert_allclose(switches.cross_entropy(logits, mixed, eps), expected_mixed, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_mixup_mixes_images_and_labels_with_one_lambda():
   labels = jax.nn.one_hot(jnp.arange(n), k)
   lams = []
   for seed in range(5):
-    out, soft = jax.jit(recipes.mixup, static_argnums=3)(jax.random.key(seed), images, labels, 0.4)
+    out, soft = jax.jit(switches.mixup, static_argnums=3)(jax.random.key(seed), images, labels, 0.4)
     lam = float(soft[0, 0])
     assert 0.0 < lam < 1.0
     lams.append(lam)
@@ -103,7 +103,7 @@ def test_cutmix_labels_equal_the_fraction_of_pixels_kept():
   partner = np.arange(n)[::-1]
   kept_fractions = []
   for seed in range(20):
-    out, soft = jax.jit(recipes.cutmix, static_argnums=3)(jax.random.key(seed), images, labels, 1.0)
+    out, soft = jax.jit(switches.cutmix, static_argnums=3)(jax.random.key(seed), images, labels, 1.0)
     out, soft = np.asarray(out)[..., 0], np.asarray(soft)
     for i in range(n):
       own = out[i] == i
@@ -121,14 +121,14 @@ def test_mix_switches_between_mixup_and_cutmix_per_batch():
   n, h, w = 4, 8, 8
   images = jnp.broadcast_to(jnp.arange(n, dtype=jnp.float32)[:, None, None, None], (n, h, w, 1))
   labels = jax.nn.one_hot(jnp.arange(n), n)
-  mix = jax.jit(recipes.mix, static_argnums=(3, 4))
+  mix = jax.jit(switches.mix, static_argnums=(3, 4))
   kinds = set()
   for seed in range(20):
     out, _ = mix(jax.random.key(seed), images, labels, 0.5, 1.0)
     blended = np.any(np.asarray(out) != np.round(np.asarray(out)))  # Mixup makes fractional pixels.
     kinds.add('mixup' if blended else 'cutmix')
   assert kinds == {'mixup', 'cutmix'}
-  out, soft = recipes.mix(jax.random.key(0), images, labels, 0.0, 0.0)
+  out, soft = switches.mix(jax.random.key(0), images, labels, 0.0, 0.0)
   assert out is images and soft is labels
 
 
@@ -143,7 +143,7 @@ def _image(seed=0, h=32, w=32, low_contrast=False):
 
 def _pil_affine(x, coefficients):
   pil = Image.fromarray(x)
-  return np.asarray(pil.transform(pil.size, Image.AFFINE, coefficients, fillcolor=(recipes.FILL,) * 3))
+  return np.asarray(pil.transform(pil.size, Image.AFFINE, coefficients, fillcolor=(switches.FILL,) * 3))
 
 
 @pytest.mark.parametrize('low_contrast', [False, True])
@@ -151,21 +151,21 @@ def test_image_ops_equal_pil(low_contrast):
   x = _image(1, low_contrast=low_contrast)
   pil = Image.fromarray(x)
   cases = [
-      (recipes.equalize, None, ImageOps.equalize(pil)),
-      (recipes.autocontrast, None, ImageOps.autocontrast(pil)),
-      (recipes.invert, None, ImageOps.invert(pil)),
-      (recipes.solarize, 100, ImageOps.solarize(pil, 100)),
-      (recipes.posterize, 3, ImageOps.posterize(pil, 3)),
-      (recipes.rotate, 17.0, pil.rotate(17.0, fillcolor=(recipes.FILL,) * 3)),
-      (recipes.shear_x, 0.25, _pil_affine(x, (1, 0.25, 0, 0, 1, 0))),
-      (recipes.shear_y, -0.3, _pil_affine(x, (1, 0, 0, -0.3, 1, 0))),
+      (switches.equalize, None, ImageOps.equalize(pil)),
+      (switches.autocontrast, None, ImageOps.autocontrast(pil)),
+      (switches.invert, None, ImageOps.invert(pil)),
+      (switches.solarize, 100, ImageOps.solarize(pil, 100)),
+      (switches.posterize, 3, ImageOps.posterize(pil, 3)),
+      (switches.rotate, 17.0, pil.rotate(17.0, fillcolor=(switches.FILL,) * 3)),
+      (switches.shear_x, 0.25, _pil_affine(x, (1, 0.25, 0, 0, 1, 0))),
+      (switches.shear_y, -0.3, _pil_affine(x, (1, 0, 0, -0.3, 1, 0))),
   ]
   for factor in (0.1, 0.6, 1.7):
-    cases += [(recipes.color, factor, ImageEnhance.Color(pil).enhance(factor)),
-              (recipes.contrast, factor, ImageEnhance.Contrast(pil).enhance(factor)),
-              (recipes.brightness, factor, ImageEnhance.Brightness(pil).enhance(factor)),
-              (recipes.sharpness, factor, ImageEnhance.Sharpness(pil).enhance(factor))]
-  blends = (recipes.color, recipes.contrast, recipes.brightness, recipes.sharpness)
+    cases += [(switches.color, factor, ImageEnhance.Color(pil).enhance(factor)),
+              (switches.contrast, factor, ImageEnhance.Contrast(pil).enhance(factor)),
+              (switches.brightness, factor, ImageEnhance.Brightness(pil).enhance(factor)),
+              (switches.sharpness, factor, ImageEnhance.Sharpness(pil).enhance(factor))]
+  blends = (switches.color, switches.contrast, switches.brightness, switches.sharpness)
   for fn, value, expected in cases:
     out = np.asarray(jax.jit(fn)(jnp.asarray(x), value))
     assert out.dtype == np.uint8
@@ -182,37 +182,37 @@ def test_image_ops_equal_pil(low_contrast):
 def test_image_ops_on_small_arrays_give_known_values():
   x = jnp.asarray(np.arange(0, 256, 17, dtype=np.uint8).reshape(4, 4, 1).repeat(3, -1))
   v = np.asarray(x)
-  np.testing.assert_array_equal(recipes.solarize(x, 128.0), np.where(v >= 128, 255 - v, v))
-  np.testing.assert_array_equal(recipes.solarize(x, 256.0), v)  # Magnitude 0: unchanged.
-  np.testing.assert_array_equal(recipes.posterize(x, 2.0), v & 0b11000000)
-  np.testing.assert_array_equal(recipes.posterize(x, 8.0), v)
-  np.testing.assert_array_equal(recipes.rotate(x, 90.0), np.rot90(v))  # Counter-clockwise.
-  np.testing.assert_array_equal(recipes.rotate(x, 0.0), v)
-  fill = recipes.FILL
+  np.testing.assert_array_equal(switches.solarize(x, 128.0), np.where(v >= 128, 255 - v, v))
+  np.testing.assert_array_equal(switches.solarize(x, 256.0), v)  # Magnitude 0: unchanged.
+  np.testing.assert_array_equal(switches.posterize(x, 2.0), v & 0b11000000)
+  np.testing.assert_array_equal(switches.posterize(x, 8.0), v)
+  np.testing.assert_array_equal(switches.rotate(x, 90.0), np.rot90(v))  # Counter-clockwise.
+  np.testing.assert_array_equal(switches.rotate(x, 0.0), v)
+  fill = switches.FILL
   expected = np.full_like(v, fill)
   expected[:, :3] = v[:, 1:]  # +1/4 of 4 pixels: content moves 1 left, grey enters on the right.
-  np.testing.assert_array_equal(recipes.translate_x(x, 0.25), expected)
+  np.testing.assert_array_equal(switches.translate_x(x, 0.25), expected)
   expected = np.full_like(v, fill)
   expected[2:] = v[:2]  # -1/2: content moves 2 down.
-  np.testing.assert_array_equal(recipes.translate_y(x, -0.5), expected)
-  np.testing.assert_array_equal(recipes.translate_x(x, 0.2), v)  # 0.8 pixel truncates to none.
-  for op in (recipes.color, recipes.contrast, recipes.brightness, recipes.sharpness):
+  np.testing.assert_array_equal(switches.translate_y(x, -0.5), expected)
+  np.testing.assert_array_equal(switches.translate_x(x, 0.2), v)  # 0.8 pixel truncates to none.
+  for op in (switches.color, switches.contrast, switches.brightness, switches.sharpness):
     np.testing.assert_array_equal(op(x, 1.0), v)
-  np.testing.assert_array_equal(recipes.brightness(x, 0.0), np.zeros_like(v))
+  np.testing.assert_array_equal(switches.brightness(x, 0.0), np.zeros_like(v))
 
 
 def test_op_values_follow_the_torchvision_ranges():
   names = ['Rotate', 'Solarize', 'Posterize', 'Color', 'ShearX', 'TranslateY', 'Equalize']
-  ops = jnp.array([recipes.OP_NAMES.index(n) for n in names])
-  full = recipes.op_values(ops, jnp.ones(len(ops)), -jnp.ones(len(ops)))
+  ops = jnp.array([switches.OP_NAMES.index(n) for n in names])
+  full = switches.op_values(ops, jnp.ones(len(ops)), -jnp.ones(len(ops)))
   np.testing.assert_allclose(full, [-30.0, 0.0, 4.0, 0.1, -0.3, -150 / 331, 0.0], rtol=1e-6)
-  zero = recipes.op_values(ops, jnp.zeros(len(ops)), jnp.ones(len(ops)))
+  zero = switches.op_values(ops, jnp.zeros(len(ops)), jnp.ones(len(ops)))
   np.testing.assert_allclose(zero, [0.0, 256.0, 8.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def test_randaugment_is_deterministic_per_key_and_stays_uint8():
   images = jnp.asarray(np.stack([_image(s, 16, 16) for s in range(8)]))
-  ra = jax.jit(recipes.randaugment, static_argnums=2)
+  ra = jax.jit(switches.randaugment, static_argnums=2)
   a = ra(jax.random.key(0), images, 2, 9.0)
   assert a.dtype == jnp.uint8 and a.shape == images.shape
   np.testing.assert_array_equal(a, ra(jax.random.key(0), images, 2, 9.0))
@@ -227,15 +227,15 @@ def test_randaugment_is_deterministic_per_key_and_stays_uint8():
 def test_randaugment_applies_one_of_its_ops_at_the_magnitude():
   n, magnitude = 24, 5.0
   images = jnp.asarray(np.stack([_image(s, 12, 12) for s in range(n)]))
-  out = np.asarray(jax.jit(recipes.randaugment, static_argnums=2)(jax.random.key(4), images, 1, magnitude))
-  fraction = magnitude / recipes.RANDAUGMENT_MAX_MAGNITUDE
-  one_op = jax.jit(lambda op, value: recipes.apply_ops(images, jnp.full(n, op), jnp.full(n, value)))
+  out = np.asarray(jax.jit(switches.randaugment, static_argnums=2)(jax.random.key(4), images, 1, magnitude))
+  fraction = magnitude / switches.RANDAUGMENT_MAX_MAGNITUDE
+  one_op = jax.jit(lambda op, value: switches.apply_ops(images, jnp.full(n, op), jnp.full(n, value)))
   candidates = {}  # Every op of the paper's list, at this magnitude with either sign, on every image.
-  for name in recipes.RANDAUGMENT_OPS:
-    op = recipes.OPS[name]
+  for name in switches.RANDAUGMENT_OPS:
+    op = switches.OPS[name]
     for sign in ((1, -1) if op.signed else (1,)):
       value = op.base + op.scale * fraction * sign
-      candidates[name, sign] = np.asarray(one_op(recipes.OP_NAMES.index(name), value))
+      candidates[name, sign] = np.asarray(one_op(switches.OP_NAMES.index(name), value))
   used = set()
   for i in range(n):
     matches = [name for (name, _), c in candidates.items() if np.array_equal(c[i], out[i])]
@@ -245,12 +245,12 @@ def test_randaugment_applies_one_of_its_ops_at_the_magnitude():
 
 
 def test_autoaugment_is_deterministic_per_key_and_stays_uint8():
-  assert len(recipes.CIFAR10_POLICY) == 25
-  for sub in recipes.CIFAR10_POLICY:
+  assert len(switches.CIFAR10_POLICY) == 25
+  for sub in switches.CIFAR10_POLICY:
     for name, p, m in sub:
-      assert name in recipes.OPS and 0 <= p <= 1 and 0 <= m <= 9
+      assert name in switches.OPS and 0 <= p <= 1 and 0 <= m <= 9
   images = jnp.asarray(np.stack([_image(s, 16, 16) for s in range(16)]))
-  aa = jax.jit(recipes.autoaugment)
+  aa = jax.jit(switches.autoaugment)
   a = aa(jax.random.key(0), images)
   assert a.dtype == jnp.uint8 and a.shape == images.shape
   np.testing.assert_array_equal(a, aa(jax.random.key(0), images))
@@ -261,21 +261,21 @@ def test_autoaugment_is_deterministic_per_key_and_stays_uint8():
 
 
 def test_parse_policy():
-  assert recipes.parse_policy('') is None
-  assert recipes.parse_policy('autoaugment') == recipes.ImagePolicy('autoaugment')
-  assert recipes.parse_policy('2,9') == recipes.ImagePolicy('randaugment', 2, 9.0)
-  assert recipes.parse_policy(' 3, 4.5 ') == recipes.ImagePolicy('randaugment', 3, 4.5)
+  assert switches.parse_policy('') is None
+  assert switches.parse_policy('autoaugment') == switches.ImagePolicy('autoaugment')
+  assert switches.parse_policy('2,9') == switches.ImagePolicy('randaugment', 2, 9.0)
+  assert switches.parse_policy(' 3, 4.5 ') == switches.ImagePolicy('randaugment', 3, 4.5)
   for bad in ('x', '2', '0,5', '2,11', '2,-1', 'a,b', '1,2,3', 'AutoAugment,'):
     with pytest.raises(ConfigError, match=r"randaugment=.*expected '' \(off\), 'N,M'"):
-      recipes.parse_policy(bad)
+      switches.parse_policy(bad)
   images = jnp.asarray(np.stack([_image(s, 16, 16) for s in range(8)]))
   key = jax.random.key(0)
-  assert recipes.apply_policy(key, images, None) is images
-  apply = jax.jit(recipes.apply_policy, static_argnums=2)
-  np.testing.assert_array_equal(apply(key, images, recipes.parse_policy('2,9')),
-                                jax.jit(recipes.randaugment, static_argnums=2)(key, images, 2, 9.0))
-  np.testing.assert_array_equal(apply(key, images, recipes.parse_policy('autoaugment')),
-                                jax.jit(recipes.autoaugment)(key, images))
+  assert switches.apply_policy(key, images, None) is images
+  apply = jax.jit(switches.apply_policy, static_argnums=2)
+  np.testing.assert_array_equal(apply(key, images, switches.parse_policy('2,9')),
+                                jax.jit(switches.randaugment, static_argnums=2)(key, images, 2, 9.0))
+  np.testing.assert_array_equal(apply(key, images, switches.parse_policy('autoaugment')),
+                                jax.jit(switches.autoaugment)(key, images))
 
 
 # --------------------------------------------------------------------------
@@ -289,7 +289,7 @@ def test_tta_averages_the_logits_of_flipped_and_translated_images():
   weights = rng.normal(size=(h * w * c, k)).astype(np.float32)
   model = lambda x: x.reshape(x.shape[0], -1) @ weights  # Linear: position-dependent, not flip-invariant.
   flip = lambda x: x[:, :, ::-1]
-  tta = jax.jit(recipes.tta_logits, static_argnums=(0, 2))
+  tta = jax.jit(switches.tta_logits, static_argnums=(0, 2))
   np.testing.assert_allclose(tta(model, images, ''), model(images), rtol=1e-5)
   np.testing.assert_allclose(tta(model, images, 'flip'), 0.5 * model(images) + 0.5 * model(flip(images)), rtol=1e-5)
   assert not np.allclose(model(images), model(flip(images)))
@@ -298,7 +298,7 @@ def test_tta_averages_the_logits_of_flipped_and_translated_images():
   expected = sum(wt * model(v) for wt, v in zip([1 / 4, 1 / 4, 1 / 8, 1 / 8, 1 / 8, 1 / 8], views))
   np.testing.assert_allclose(tta(model, images, 'flip_translate'), expected, rtol=1e-5, atol=1e-5)
   with pytest.raises(ConfigError, match="tta='rotate'"):
-    recipes.tta_logits(model, images, 'rotate')
+    switches.tta_logits(model, images, 'rotate')
 
 
 # --------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_ema_equals_its_recurrence():
                   'batch_stats': {'mean': rng.normal(size=(2,)).astype(np.float32)}}
   ema = tree()
   expected = jax.tree.map(np.copy, ema)
-  update = jax.jit(recipes.ema_update)
+  update = jax.jit(switches.ema_update)
   for decay in (0.9, 0.99, 0.5, 0.9):
     new = tree()
     ema = update(ema, new, decay)
@@ -336,14 +336,14 @@ def test_sam_gradient_equals_the_hand_computation_on_a_quadratic():
     return 0.5 * x @ a @ x + b @ x, {'aux': x.sum()}
 
   lr, rho, momentum = 0.1, 0.05, 0.9
-  tx = recipes.sam(optax.sgd(lr, momentum=momentum), rho)
+  tx = switches.sam(optax.sgd(lr, momentum=momentum), rho)
   params = unflat(jnp.asarray(rng.normal(size=5).astype(np.float32)))
   state = tx.init(params)
 
   @jax.jit
   def step(params, state):
     grads = jax.grad(loss_fn, has_aux=True)(params)[0]
-    updates, state = tx.update(grads, state, params, grad_fn=recipes.sam_grad_fn(loss_fn))
+    updates, state = tx.update(grads, state, params, grad_fn=switches.sam_grad_fn(loss_fn))
     return optax.apply_updates(params, updates), state
 
   x = np.asarray(flat(params), np.float64)
@@ -376,21 +376,21 @@ def test_sam_step_with_batchnorm_keeps_the_first_pass_statistics():
   y = jnp.asarray(rng.integers(0, 3, 16))
   variables = model.init(jax.random.key(0), x, train=False)
   lr, rho = 0.1, 0.1
-  state = _State.create(apply_fn=model.apply, params=variables['params'], tx=recipes.sam(optax.sgd(lr), rho),
+  state = _State.create(apply_fn=model.apply, params=variables['params'], tx=switches.sam(optax.sgd(lr), rho),
                         batch_stats=variables['batch_stats'])
 
   def make_loss(state):
     def loss_fn(params):
       logits, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, x, train=True,
                                        mutable=['batch_stats'])
-      return recipes.cross_entropy(logits, y), updates['batch_stats']
+      return switches.cross_entropy(logits, y), updates['batch_stats']
     return loss_fn
 
   @jax.jit
   def step(state):
     loss_fn = make_loss(state)
     grads, stats = jax.grad(loss_fn, has_aux=True)(state.params)
-    return recipes.apply_gradients(state, grads, recipes.sam_grad_fn(loss_fn), batch_stats=stats)
+    return switches.apply_gradients(state, grads, switches.sam_grad_fn(loss_fn), batch_stats=stats)
 
   new = step(state)
   loss_fn = make_loss(state)
@@ -405,5 +405,5 @@ def test_sam_step_with_batchnorm_keeps_the_first_pass_statistics():
   assert int(new.step) == 1
   # Without grad_fn it is flax's own apply_gradients.
   plain = state.replace(tx=optax.sgd(lr), opt_state=optax.sgd(lr).init(state.params))
-  jax.tree.map(np.testing.assert_array_equal, recipes.apply_gradients(plain, grads).params,
+  jax.tree.map(np.testing.assert_array_equal, switches.apply_gradients(plain, grads).params,
                plain.apply_gradients(grads=grads).params)

@@ -17,9 +17,13 @@ import jax
 import numpy as np
 import pytest
 
-from jaxresnet import checkpoints, data, devices, evaluate, jobs, main, train
-from jaxresnet import config as config_lib
-from jaxresnet.errors import CheckpointError, ConfigError
+from jaxresnet import data, evaluate, main
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra import devices
+from jaxresnet.training import jobs
+from jaxresnet.training import train
+from jaxresnet.infra import config as config_lib
+from jaxresnet.infra.errors import CheckpointError, ConfigError
 from conftest import REPO, run_module, tiny_config, write_image_folder
 
 
@@ -495,7 +499,7 @@ def test_sigterm_while_starting_up_is_one_line(image_folder, tmp_path):
 
 PROBE_THEN_DIE = """
 import os, signal, sys
-from jaxresnet import workdir
+from jaxresnet.infra import rundir
 def die(*args, **kwargs):  # The process is killed between writing its probe and removing it.
   os.kill(os.getpid(), signal.SIGKILL)
 os.remove = os.unlink = die

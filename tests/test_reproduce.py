@@ -8,10 +8,10 @@ from PIL import Image
 import pytest
 
 from conftest import run_module
-from jaxresnet import checkpoints
+from jaxresnet.infra import checkpoints
 from jaxresnet import report
 from jaxresnet import reproduce
-from jaxresnet.errors import ConfigError, DataError
+from jaxresnet.infra.errors import ConfigError, DataError
 
 # Tiny runs on the conftest image folder (40 train, 8 val, 12 test images): 64000 * 0.0001 = 6 steps.
 TINY = dict(dataset='image_folder', batch_size=8, eval_batch_size=8, num_val_examples=8, eval_every_steps=3,

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from jaxresnet import sweep
-from jaxresnet.errors import ConfigError
+from jaxresnet.infra.errors import ConfigError
 from conftest import run_module, tiny_config
 
 

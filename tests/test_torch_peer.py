@@ -16,11 +16,11 @@ import pytest
 
 from conftest import run_module, tiny_config
 from jaxresnet import models
-from jaxresnet import optim
+from jaxresnet.training import optim
 from jaxresnet import plot
 from jaxresnet import report
 from jaxresnet import reproduce
-from jaxresnet.errors import ConfigError, DataError
+from jaxresnet.infra.errors import ConfigError, DataError
 
 
 # One torch thread: on a loaded 2-core machine torch's OpenMP threads slow down several-fold (benchmarks/README.md).
@@ -30,7 +30,7 @@ ONE_THREAD = {'OMP_NUM_THREADS': '1'}
 @pytest.fixture
 def peer():
   torch = pytest.importorskip('torch', reason="the PyTorch peer needs torch: pip install -e '.[bench]'")
-  from benchmarks import torch_peer  # pylint: disable=g-import-not-at-top
+  from jaxresnet.peer import trainer as torch_peer  # pylint: disable=g-import-not-at-top
   threads = torch.get_num_threads()
   torch.set_num_threads(1)
   yield torch_peer
@@ -61,7 +61,7 @@ def test_peer_nets_have_jaxresnet_parameter_and_mac_counts(peer, name, shortcut,
 
 def test_same_padding_is_flax_same_and_symmetric_is_pytorchs(peer):
   import torch  # pylint: disable=g-import-not-at-top
-  from benchmarks import torch_resnet  # pylint: disable=g-import-not-at-top
+  from jaxresnet.peer import nets as torch_resnet  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   x = torch.randn(2, 16, 32, 32)
   same, symmetric = torch_resnet._conv3x3(16, 32, 2, 'same'), torch_resnet._conv3x3(16, 32, 2, 'symmetric')
@@ -261,11 +261,11 @@ def test_cli_trains_and_reports_bad_input_in_one_line(peer, image_folder, tmp_pa
   common = ['--config=configs/resnet20.py', '--config.model=resnet8', '--config.dataset=image_folder',
             f'--config.data_dir={image_folder}', '--config.batch_size=8', '--config.eval_batch_size=8',
             '--config.num_val_examples=8', '--config.num_train_steps=4', '--config.lr_boundaries=(2,)']
-  result = run_module('benchmarks.torch_peer', *common, f'--workdir={workdir}', '--padding=same', env=ONE_THREAD,
+  result = run_module('jaxresnet.peer.trainer', *common, f'--workdir={workdir}', '--padding=same', env=ONE_THREAD,
                       check=True)
   assert 'resnet8 (PyTorch peer, same padding): 74,835 parameters' in result.stdout
   assert json.load(open(workdir / 'config.json'))['peer_padding'] == 'same'
-  bad = run_module('benchmarks.torch_peer', *common, f'--workdir={tmp_path / "bad"}', '--config.model=resnet21',
+  bad = run_module('jaxresnet.peer.trainer', *common, f'--workdir={tmp_path / "bad"}', '--config.model=resnet21',
                    env=ONE_THREAD)
   assert bad.returncode == 1 and 'Traceback' not in bad.stderr
   assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown model 'resnet21'")
@@ -275,7 +275,7 @@ def test_a_real_data_peer_run_is_read_by_report_and_plot(peer, cifar10_subset, t
   workdir = tmp_path / 'he2016'
   run = report.peer_run_dir(str(workdir), 'resnet8', 0)
   steps = 60
-  run_module('benchmarks.torch_peer', '--config=configs/resnet20.py', f'--workdir={run}',
+  run_module('jaxresnet.peer.trainer', '--config=configs/resnet20.py', f'--workdir={run}',
              '--config.model=resnet8', '--config.dataset=image_folder', f'--config.data_dir={cifar10_subset}',
              '--config.batch_size=32', '--config.num_val_examples=50', f'--config.num_train_steps={steps}',
              '--config.log_every_steps=10', '--config.eval_every_steps=30', '--config.lr_boundaries=(45,)',

@@ -6,7 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import checkpoints, data, devices, evaluate, evaluation, models, train
+from jaxresnet import data, evaluate, models
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra import devices
+from jaxresnet.training import evaluation
+from jaxresnet.training import train
 from conftest import run_module, tiny_config
 
 

@@ -15,9 +15,10 @@ import jax
 import pytest
 
 from conftest import REPO, run_module, tiny_config
-from jaxresnet import checkpoints, train
-from jaxresnet import workdir as workdir_lib
-from jaxresnet.errors import WorkdirBusyError
+from jaxresnet.infra import checkpoints
+from jaxresnet.training import train
+from jaxresnet.infra import rundir
+from jaxresnet.infra.errors import WorkdirBusyError
 
 
 def main_args(image_folder, workdir, steps, seed=0, every=1000):
@@ -37,7 +38,7 @@ def start(module, *args):
 def pid_in_lock_file(workdir):
   """The PID written in WORKDIR/.lock: its holder writes it only once it holds the lock."""
   try:
-    with open(os.path.join(workdir, workdir_lib.LOCK_FILE)) as f:
+    with open(os.path.join(workdir, rundir.LOCK_FILE)) as f:
       text = f.read().split()
   except FileNotFoundError:
     return None
@@ -54,7 +55,7 @@ def wait_until(predicate, process, timeout=120):
 
 HOLD = """
 import sys, time
-from jaxresnet import workdir
+from jaxresnet.infra import rundir
 lock = workdir.lock_workdir(sys.argv[1])
 print('holding', flush=True)
 time.sleep(120)
@@ -98,7 +99,7 @@ def test_second_main_on_a_busy_workdir_stops_at_once_naming_the_first(image_fold
   steps = [json.loads(line)['step'] for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert steps == sorted(set(steps)) and steps[-1] == stopped_at  # One writer: every step once.
   assert pid_in_lock_file(workdir) == first.pid  # The second never took the lock.
-  workdir_lib.lock_workdir(workdir).release()  # Released when the first process ended.
+  rundir.lock_workdir(workdir).release()  # Released when the first process ended.
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
@@ -106,10 +107,10 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
   os.makedirs(workdir)
   holder = hold_lock(workdir)
   with pytest.raises(WorkdirBusyError, match=f'in use by process {holder.pid} '):
-    workdir_lib.lock_workdir(workdir)
+    rundir.lock_workdir(workdir)
   holder.send_signal(signal.SIGKILL)
   holder.wait()
-  lock = workdir_lib.lock_workdir(workdir)  # At once: the kernel released the dead process's lock.
+  lock = rundir.lock_workdir(workdir)  # At once: the kernel released the dead process's lock.
   assert lock.held and pid_in_lock_file(workdir) == os.getpid()
   lock.release()
   fd = os.open(os.path.join(workdir, '.lock'), os.O_RDWR)  # Free again for anyone.
@@ -151,10 +152,10 @@ def test_only_process_0_of_a_multi_process_run_takes_the_lock(image_folder, tmp_
   holder = hold_lock(workdir)  # Process 0, as far as this test is concerned.
   try:
     monkeypatch.setattr(jax, 'process_index', lambda: 1)
-    assert workdir_lib.check_before_run(workdir, tiny_config(image_folder)) is None
+    assert rundir.check_before_run(workdir, tiny_config(image_folder)) is None
     monkeypatch.setattr(jax, 'process_index', lambda: 0)
     with pytest.raises(WorkdirBusyError, match=f'process {holder.pid}'):
-      workdir_lib.check_before_run(workdir, tiny_config(image_folder))
+      rundir.check_before_run(workdir, tiny_config(image_folder))
   finally:
     holder.kill()
     holder.wait()

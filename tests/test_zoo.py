@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import models, optim, train
+from jaxresnet import models
+from jaxresnet.training import optim
+from jaxresnet.training import train
 from conftest import run_module, write_image_folder
 
 # Trainable parameters (BatchNorm scale and bias included). The ResNet-18 family

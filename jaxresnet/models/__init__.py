@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxresnet.errors import ConfigError
+from jaxresnet.infra.errors import ConfigError
 from jaxresnet.models import cnn
 from jaxresnet.models import resnet_stages
 from jaxresnet.models.cifar_resnet import CifarResNet

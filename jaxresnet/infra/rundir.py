@@ -19,8 +19,8 @@ import time
 import weakref
 from typing import Dict, Optional
 
-from jaxresnet import checkpoints
-from jaxresnet.errors import CheckpointError, WorkdirBusyError
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra.errors import CheckpointError, WorkdirBusyError
 
 LOCK_FILE = '.lock'
 

@@ -27,18 +27,18 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxresnet import checkpoints
-from jaxresnet import config as config_lib
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra import config as config_lib
 from jaxresnet import data
-from jaxresnet import devices
-from jaxresnet import evaluation
-from jaxresnet import jobs
+from jaxresnet.infra import devices
+from jaxresnet.training import evaluation
+from jaxresnet.training import jobs
 from jaxresnet import models
-from jaxresnet import optim
-from jaxresnet import recipes
-from jaxresnet import workdir as workdir_lib
-from jaxresnet.metric_writers import MetricWriter
-from jaxresnet.preemption import StopRequest
+from jaxresnet.training import optim
+from jaxresnet.training import switches
+from jaxresnet.infra import rundir
+from jaxresnet.infra.tensorboard import MetricWriter
+from jaxresnet.infra.signals import StopRequest
 
 
 class TrainState(train_state.TrainState):
@@ -69,7 +69,7 @@ class Recipe:
   All off by default, so the paper's recipe computes exactly what it always did.
   """
   num_classes: int
-  policy: Optional[recipes.ImagePolicy] = None  # RandAugment / AutoAugment, on uint8 images.
+  policy: Optional[switches.ImagePolicy] = None  # RandAugment / AutoAugment, on uint8 images.
   cutout: int = 0
   mixup_alpha: float = 0.0
   cutmix_alpha: float = 0.0
@@ -79,7 +79,7 @@ class Recipe:
 
   @classmethod
   def from_config(cls, config, num_classes: int) -> 'Recipe':
-    return cls(num_classes=num_classes, policy=recipes.parse_policy(config.randaugment), cutout=config.cutout,
+    return cls(num_classes=num_classes, policy=switches.parse_policy(config.randaugment), cutout=config.cutout,
                mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
                label_smoothing=config.label_smoothing, ema_decay=config.ema_decay, sam=config.sam_rho > 0)
 
@@ -141,7 +141,7 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
   """
   targets = labels
   if recipe is not None and recipe.mixes:
-    images, targets = recipes.mix(recipe_key(state, MIX_KEY), images, jax.nn.one_hot(labels, recipe.num_classes),
+    images, targets = switches.mix(recipe_key(state, MIX_KEY), images, jax.nn.one_hot(labels, recipe.num_classes),
                                   recipe.mixup_alpha, recipe.cutmix_alpha)
   smoothing = recipe.label_smoothing if recipe is not None else 0.0
 
@@ -152,15 +152,15 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
     if targets is labels and not smoothing:
       loss = cross_entropy_loss(logits, labels)
     else:
-      loss = recipes.cross_entropy(logits, targets, smoothing)
+      loss = switches.cross_entropy(logits, targets, smoothing)
     return loss, (logits, updates.get('batch_stats', {}))  # none without BatchNorm
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   # SAM asks for the gradient at its perturbed weights itself; the first pass's BatchNorm statistics are kept.
-  sam_grad_fn = recipes.sam_grad_fn(loss_fn) if recipe is not None and recipe.sam else None
-  new_state = recipes.apply_gradients(state, grads, sam_grad_fn, batch_stats=batch_stats)
+  sam_grad_fn = switches.sam_grad_fn(loss_fn) if recipe is not None and recipe.sam else None
+  new_state = switches.apply_gradients(state, grads, sam_grad_fn, batch_stats=batch_stats)
   if recipe is not None and recipe.ema_decay:
-    ema_params, ema_batch_stats = recipes.ema_update((state.ema_params, state.ema_batch_stats),
+    ema_params, ema_batch_stats = switches.ema_update((state.ema_params, state.ema_batch_stats),
                                                      (new_state.params, batch_stats), recipe.ema_decay)
     new_state = new_state.replace(ema_params=ema_params, ema_batch_stats=ema_batch_stats)
   # A finite loss can still come with an update that overflows the weights: check both.
@@ -179,12 +179,12 @@ def prepare_images(state: TrainState, images_uint8, augment: bool, recipe: Optio
   """The step's training batch: RandAugment/AutoAugment (uint8), normalized, then (with `augment`)
   padded, cropped and flipped, then cut out."""
   if recipe is not None:
-    images_uint8 = recipes.apply_policy(recipe_key(state, POLICY_KEY), images_uint8, recipe.policy)
+    images_uint8 = switches.apply_policy(recipe_key(state, POLICY_KEY), images_uint8, recipe.policy)
   images = data.normalize(images_uint8, state.input_mean, state.input_std)
   if augment:
     images = data.augment(step_rngs(state)[0], images)
   if recipe is not None and recipe.cutout:
-    images = recipes.cutout(recipe_key(state, CUTOUT_KEY), images, recipe.cutout)
+    images = switches.cutout(recipe_key(state, CUTOUT_KEY), images, recipe.cutout)
   return images
 
 
@@ -241,7 +241,7 @@ def build(config, dataset: data.Dataset, mesh):
                                                  config_lib.num_train_steps(config, num_train))
   tx = optim.create_optimizer(config, schedule)
   if config.sam_rho > 0:
-    tx = recipes.sam(tx, config.sam_rho)
+    tx = switches.sam(tx, config.sam_rho)
   mean, std = data.input_statistics(dataset.train_images, config.normalization)
   init = lambda rng: create_train_state(model, tx, rng, mean, std, dataset.train_images.shape[1:],
                                         ema=config.ema_decay > 0)
@@ -258,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   returns {'members': [each member's summary]} and writes them to WORKDIR/seed<k>/.
   """
   config_lib.validate(config, jax.device_count())
-  run_lock = workdir_lib.check_before_run(workdir, config)  # Now, not after the data: a file, busy, another run's.
+  run_lock = rundir.check_before_run(workdir, config)  # Now, not after the data: a file, busy, another run's.
   mesh = devices.make_mesh(config.num_seeds)
   dataset = data.load_dataset(config)
   total_steps = config_lib.num_train_steps(config, len(dataset.train_labels))
@@ -267,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   config = config_lib.fit_to_splits(config, dataset, jax.device_count())  # eval_batch_size <= the largest split.
   metadata = checkpoints.run_metadata(config, dataset)
   # Creates and locks the workdir only now (bad data leave nothing behind); the manager holds the lock.
-  manager, state, start_step = workdir_lib.open_run(workdir, config, state, metadata, run_lock)
+  manager, state, start_step = rundir.open_run(workdir, config, state, metadata, run_lock)
   # One member's size (all have the same), counted once from an abstract trace of `init`.
   size = models.count_params_and_macs(model, dataset.train_images.shape[1:])
   console = start_console(config, workdir, size, dataset, start_step, total_steps)

@@ -19,10 +19,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxresnet import config as config_lib
-from jaxresnet import devices
-from jaxresnet import errors
-from jaxresnet.errors import DETAILS, CheckpointError
+from jaxresnet.infra import config as config_lib
+from jaxresnet.infra import devices
+from jaxresnet.infra import errors
+from jaxresnet.infra.errors import DETAILS, CheckpointError
 
 # Metadata fields a resumed or evaluated run must share with the checkpoint.
 IDENTITY_FIELDS = ('model', 'shortcut', 'class_names', 'image_shape', 'num_seeds')

@@ -15,7 +15,7 @@ import threading
 import traceback
 from typing import Callable, List, Optional
 
-from jaxresnet import preemption
+from jaxresnet.infra import signals
 
 
 # Whole texts of the failures that get a short line on the terminal: only ever to the log file.
@@ -114,19 +114,19 @@ def parse_flags_or_exit(argv: List[str], parse: Optional[Callable] = None):
 def run_cli(main: Callable, flags_parser: Optional[Callable] = None, stopped_hint: str = '') -> None:
   """app.run(main) for a jaxresnet command: the flag behaviour above, and an interrupt in one line.
 
-  Call `preemption.stop_on_signals()` first, before the slow imports, so that
+  Call `signals.stop_on_signals()` first, before the slow imports, so that
   SIGTERM is an interrupt too. `stopped_hint` follows the interrupt line, e.g.
   'run the same command to continue'.
   """
   from absl import app  # pylint: disable=g-import-not-at-top
   try:
     app.run(main, flags_parser=flags_parser or parse_flags_or_exit)
-  except (KeyboardInterrupt, preemption.Interrupted) as e:
+  except (KeyboardInterrupt, signals.Interrupted) as e:
     sys.stdout.flush()
-    print(preemption.stopped_line(e) + (f'; {stopped_hint}' if stopped_hint else ''), file=sys.stderr, flush=True)
+    print(signals.stopped_line(e) + (f'; {stopped_hint}' if stopped_hint else ''), file=sys.stderr, flush=True)
     # The `finally` blocks have run (temporary files are gone). Skip the interpreter's shutdown: an
     # interrupt inside JAX's start-up or a compile can leave native threads that crash it (exit 139).
-    os._exit(128 + preemption.signal_of(e))  # pylint: disable=protected-access
+    os._exit(128 + signals.signal_of(e))  # pylint: disable=protected-access
 
 
 # --------------------------------------------------------------------------
@@ -204,7 +204,7 @@ def send_library_noise_to(path: str) -> None:
   logging.captureWarnings(True)
 
   def unraisable(info):
-    if preemption.redeliver(info):  # Ctrl-C inside a garbage-collection callback: not to be lost.
+    if signals.redeliver(info):  # Ctrl-C inside a garbage-collection callback: not to be lost.
       return
     text = ''.join(traceback.format_exception(info.exc_type, info.exc_value, info.exc_traceback))
     log_file.write(f'{info.err_msg or "Exception ignored in"}: {info.object!r}\n{text}')

@@ -10,7 +10,7 @@
     Evaluator      evaluates every split, after the save, so a failure there costs no checkpoint
     Console        writes the step's record to metrics.jsonl/TensorBoard and one line to the terminal
 
-`Due` says which jobs are due after a step; stopping on SIGTERM/SIGINT is `preemption.StopRequest`.
+`Due` says which jobs are due after a step; stopping on SIGTERM/SIGINT is `signals.StopRequest`.
 """
 import contextlib
 import dataclasses
@@ -20,11 +20,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from jaxresnet import checkpoints
-from jaxresnet import devices
-from jaxresnet import evaluation
-from jaxresnet.errors import CheckpointError
-from jaxresnet.metric_writers import MetricWriter
+from jaxresnet.infra import checkpoints
+from jaxresnet.infra import devices
+from jaxresnet.training import evaluation
+from jaxresnet.infra.errors import CheckpointError
+from jaxresnet.infra.tensorboard import MetricWriter
 
 
 def itstime(step: int, every: int, total_steps: int, force: bool = False) -> bool:

@@ -15,8 +15,8 @@ import numpy as np
 import optax
 
 from jaxresnet import data
-from jaxresnet import devices
-from jaxresnet import recipes
+from jaxresnet.infra import devices
+from jaxresnet.training import switches
 
 
 class InferenceState(flax.struct.PyTreeNode):
@@ -33,10 +33,10 @@ INFERENCE_FIELDS = ('step', 'params', 'batch_stats', 'input_mean', 'input_std')
 
 
 def logits(state, images_uint8: jnp.ndarray, tta: str = '') -> jnp.ndarray:
-  """The net's logits for uint8 images, normalized as in training; `tta` averages over views (recipes.tta_logits)."""
+  """The net's logits for uint8 images, normalized as in training; `tta` averages over views (switches.tta_logits)."""
   images = data.normalize(images_uint8, state.input_mean, state.input_std)
   apply = lambda x: state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats}, x, train=False)
-  return recipes.tta_logits(apply, images, tta)
+  return switches.tta_logits(apply, images, tta)
 
 
 def eval_step(state, images_uint8: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray, tta: str = ''):

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxresnet.errors import ConfigError
+from jaxresnet.infra.errors import ConfigError
 
 # --------------------------------------------------------------------------
 # Cutout (DeVries & Taylor 2017), on normalized images.

@@ -1,6 +1,6 @@
 """The PyTorch peer: jaxresnet's nets trained by independent PyTorch code, with the same recipe on the same data.
 
-    python -m benchmarks.torch_peer --config=configs/resnet20.py --workdir=DIR [--padding=symmetric]
+    python -m jaxresnet.peer.trainer --config=configs/resnet20.py --workdir=DIR [--padding=symmetric]
         [--config.dataset=image_folder --config.data_dir=/data/cifar10_jpeg.tar.gz] [--config.FIELD=VALUE ...]
 
 Why: a jaxresnet run that misses the paper's error can be wrong in its code or
@@ -20,7 +20,7 @@ and `jaxresnet.plot` read a peer run like a jaxresnet one.
 Written here or in torch_resnet.py (the code under test, so nothing is shared
 by accident): the nets, their initialization and BatchNorm, the loss, the SGD
 update, the learning-rate schedule (read from the config's fields; the tests
-compare it with jaxresnet.optim), the input pipeline (gather, normalize, pad-4
+compare it with jaxresnet.training.optim), the input pipeline (gather, normalize, pad-4
 crop and flip on the device) and the evaluation.
 
 Padding (`--padding`, default 'symmetric'): the peer is the paper's and
@@ -65,20 +65,20 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from jaxresnet import config as config_lib
+from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet import models
 from jaxresnet import report
 from jaxresnet import reproduce
-from jaxresnet.errors import CheckpointError, ConfigError, exit_on_extra_arguments, exit_on_user_error
-from jaxresnet.metric_writers import MetricWriter
-from jaxresnet.preemption import StopRequest
+from jaxresnet.infra.errors import CheckpointError, ConfigError, exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.infra.tensorboard import MetricWriter
+from jaxresnet.infra.signals import StopRequest
 
 try:
   import torch
   from torch import nn
   import torch.nn.functional as F
-  from benchmarks import torch_resnet
+  from jaxresnet.peer import nets as torch_resnet
 except ImportError:  # Reported as one line by require_torch(), where the peer is asked for.
   torch = None
 
@@ -151,7 +151,7 @@ def device_description(device) -> str:
 def learning_rates(config, steps_per_epoch: int, num_train_steps: int) -> np.ndarray:
   """The learning rate of each step 0 .. num_train_steps-1, read from the config's schedule fields.
 
-  The same reading of the fields as jaxresnet.optim's Optax schedule, written
+  The same reading of the fields as jaxresnet.training.optim's Optax schedule, written
   out: boundaries in steps, epochs or fractions of the run (two that round to
   the same step decay once), cosine decay to 0 after the warm-up, and a linear
   or constant (ResNet-110's) warm-up in front.
@@ -181,7 +181,7 @@ def learning_rates(config, steps_per_epoch: int, num_train_steps: int) -> np.nda
 
 
 class SGD:
-  """SGD with momentum (optionally Nesterov) and weight decay, as jaxresnet.optim builds it with Optax.
+  """SGD with momentum (optionally Nesterov) and weight decay, as jaxresnet.training.optim builds it with Optax.
 
   'l2' weight decay adds weight_decay * w to the gradient before the momentum
   (PyTorch's weight_decay, the paper's SGD); 'decoupled' adds it after. The

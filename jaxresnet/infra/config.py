@@ -4,8 +4,8 @@ import math
 from typing import Any, Dict, List, Sequence, Tuple
 
 from jaxresnet import models
-from jaxresnet import recipes
-from jaxresnet.errors import ConfigError
+from jaxresnet.training import switches
+from jaxresnet.infra.errors import ConfigError
 
 CHOICES = {
     'shortcut': ('A', 'B'),
@@ -15,7 +15,7 @@ CHOICES = {
     'lr_boundaries_unit': ('steps', 'epochs', 'fraction'),
     'warmup': ('linear', 'constant'),
     'normalization': ('pixel_mean', 'channel_mean_std'),
-    'tta': recipes.TTA_MODES,
+    'tta': switches.TTA_MODES,
 }
 
 
@@ -63,7 +63,7 @@ def validate(config, num_devices: int = 1) -> None:
   for field in ('cutout', 'mixup_alpha', 'cutmix_alpha', 'sam_rho'):
     if not 0 <= config[field] < math.inf:  # Also catches NaN.
       raise ConfigError(f'config.{field}={config[field]!r} must be a finite number >= 0 (0 is off)')
-  recipes.parse_policy(config.randaugment)  # One line naming the accepted forms.
+  switches.parse_policy(config.randaugment)  # One line naming the accepted forms.
   fields = models.model_fields(config.model)
   for config_field, value in (('dropout', config.dropout), ('squeeze_excitation', config.squeeze_excitation)):
     if value and models.CONFIG_TO_MODEL_FIELD[config_field] not in fields:

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxresnet.errors import DataError
+from jaxresnet.infra.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 _SPLIT_SEED = 0  # The train/validation split is the same for every run seed.

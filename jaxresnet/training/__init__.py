@@ -1,0 +1,1 @@
+"""Training: the train state and pure step, the recipe switches, optimizers, evaluation, the periodic jobs and the loop."""
