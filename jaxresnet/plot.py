@@ -8,201 +8,15 @@ by its model, plus its seed or its workdir's name where that is needed to tell
 runs apart. The PNG goes to --output, by default curves.png in the first DIR. As in
 the paper, thin dashed lines are training error and bold lines test error, in
 percent against iterations; plain nets go in the left panel, ResNets in the
-right. Training error at a logged step is 1 - train_accuracy of the steps since
-the previous log (augmented batches, train-mode BatchNorm); test error comes
-from the eval steps.
+right. The reading and drawing live in jaxresnet.experiments.curves.
 """
-import dataclasses
-import json
-import os
 import sys
-from typing import List, Optional, Sequence
 
 from absl import flags
-import numpy as np
 
+from jaxresnet.experiments import curves
 from jaxresnet.infra import errors
-from jaxresnet.infra.errors import DataError, exit_on_user_error
-
-FIGSIZE = (12.0, 4.5)  # inches; the PNG is FIGSIZE * dpi pixels.
-DEFAULT_DPI = 100
-
-
-@dataclasses.dataclass
-class Curve:
-  """One run's (or the mean of several runs') error curves, as fractions."""
-  label: str
-  model: str
-  train_steps: np.ndarray
-  train_error: np.ndarray
-  test_steps: np.ndarray
-  test_error: np.ndarray
-
-
-def pretty_name(model: str) -> str:
-  """'resnet20' -> 'ResNet-20', 'plain56' -> 'Plain-56', as the paper writes them."""
-  for prefix, name in (('resnet', 'ResNet'), ('plain', 'Plain')):
-    if model.startswith(prefix) and model[len(prefix):].isdigit():
-      return f'{name}-{model[len(prefix):]}'
-  return model
-
-
-def read_metrics(workdir: str) -> List[dict]:
-  """The complete lines of WORKDIR/metrics.jsonl."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
-    raise DataError(f'{workdir} has no metrics.jsonl (not a training workdir)')
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # A line cut short by a crash.
-  return records
-
-
-def read_config(workdir: str) -> dict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def load_curve(workdir: str, label: Optional[str] = None) -> Curve:
-  """The training and test error curves of one training workdir."""
-  records = read_metrics(workdir)
-  model = read_config(workdir).get('model', os.path.basename(os.path.normpath(workdir)))
-  train = [(r['step'], 1.0 - r['train_accuracy']) for r in records if 'train_accuracy' in r]
-  test = [(r['step'], r['test_error']) for r in records if 'test_error' in r]
-  as_arrays = lambda pairs: tuple(np.array(c, dtype=float) for c in zip(*pairs)) if pairs else (
-      np.zeros(0), np.zeros(0))
-  return Curve(label or pretty_name(model), model, *as_arrays(train), *as_arrays(test))
-
-
-def mean_curve(curves: Sequence[Curve], label: str) -> Curve:
-  """The mean of several runs of one model, at the steps every run logged."""
-  def mean(steps_of, values_of):
-    common = sorted(set.intersection(*(set(steps_of(c).tolist()) for c in curves)))
-    values = [[dict(zip(steps_of(c).tolist(), values_of(c).tolist()))[s] for s in common] for c in curves]
-    return np.array(common, dtype=float), np.mean(np.array(values).reshape(len(curves), -1), axis=0)
-  train_steps, train_error = mean(lambda c: c.train_steps, lambda c: c.train_error)
-  test_steps, test_error = mean(lambda c: c.test_steps, lambda c: c.test_error)
-  return Curve(label, curves[0].model, train_steps, train_error, test_steps, test_error)
-
-
-def find_workdirs(paths: Sequence[str]) -> List[str]:
-  """Training workdirs among `paths`: each path itself, or the runs found below it; each run once."""
-  found = []
-  for path in paths:
-    if not os.path.isdir(path):
-      raise DataError(f'{path} is not a directory')
-    if os.path.exists(os.path.join(path, 'metrics.jsonl')):
-      found.append(path)
-      continue
-    below = sorted(root for root, _, files in os.walk(path) if 'metrics.jsonl' in files)
-    if not below:
-      raise DataError(f'no training runs under {path} (no metrics.jsonl found)')
-    found += below
-  seen = set()  # A run named twice (a dir and its parent) would be two identical lines.
-  return [w for w in found if not (os.path.realpath(w) in seen or seen.add(os.path.realpath(w)))]
-
-
-def _path_tails(workdirs: Sequence[str]) -> List[str]:
-  """The shortest trailing parts of the paths that tell them apart: 'lr0.1', or 'a/seed0' beside 'b/seed0'."""
-  parts = [os.path.normpath(os.path.abspath(w)).strip(os.sep).split(os.sep) for w in workdirs]
-  for k in range(1, max(len(p) for p in parts) + 1):
-    tails = ['/'.join(p[-k:]) for p in parts]
-    if len(set(tails)) == len(tails):
-      return tails
-  return ['/'.join(p) for p in parts]
-
-
-def run_labels(workdirs: Sequence[str], curves: Sequence[Curve]) -> List[str]:
-  """One legend label per run, distinct where the runs are.
-
-  The model's name alone while it is unique; runs of one model add their seed;
-  runs that still look alike (same model and seed, e.g. two learning rates)
-  add the end of their workdir's path instead.
-  """
-  labels = [c.label for c in curves]
-  seeds = [read_config(w).get('seed') for w in workdirs]
-  for label in set(labels):
-    same = [i for i, l in enumerate(labels) if l == label]
-    if len(same) < 2:
-      continue
-    group_seeds = [seeds[i] for i in same]
-    if None not in group_seeds and len(set(map(str, group_seeds))) == len(same):
-      for i in same:
-        labels[i] = f'{label} (seed {seeds[i]})'
-    else:
-      for i, tail in zip(same, _path_tails([workdirs[i] for i in same])):
-        labels[i] = f'{label} ({tail})'
-  return labels
-
-
-def _default_ymax(curves: Sequence[Curve]) -> float:
-  """The paper's 0-20% axis, widened (in 5% steps) when the runs end with higher errors."""
-  finals = [100 * c.test_error[-1] for c in curves if len(c.test_error)]
-  top = max([20.0] + [1.5 * f for f in finals])
-  return float(min(100.0, 5 * np.ceil(top / 5)))
-
-
-def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Optional[float] = None,
-         title: Optional[str] = None):
-  """Draws the curves (plain nets left, the others right) to a PNG; returns the Figure."""
-  # Figure without pyplot: no global state and no GUI backend, so it works headless and in notebooks.
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
-  if not curves:
-    raise DataError('no curves to plot')
-  groups = [('plain networks', [c for c in curves if c.model.startswith('plain')]),
-            ('residual networks', [c for c in curves if not c.model.startswith('plain')])]
-  groups = [(name, group) for name, group in groups if group]
-  max_step = max([0.0] + [float(s[-1]) for c in curves for s in (c.train_steps, c.test_steps) if len(s)])
-  scale, xlabel = (1e4, 'iter. (1e4)') if max_step >= 1e4 else (1.0, 'iterations')
-  ymax = ymax or _default_ymax(curves)
-
-  fig = Figure(figsize=FIGSIZE, dpi=dpi, layout='constrained')
-  axes = fig.subplots(1, len(groups), squeeze=False)[0]
-  for ax, (name, group) in zip(axes, groups):
-    for i, curve in enumerate(group):
-      color = f'C{i % 10}'
-      ax.plot(curve.train_steps / scale, 100 * curve.train_error, '--', color=color, linewidth=0.8)
-      ax.plot(curve.test_steps / scale, 100 * curve.test_error, '-', color=color, linewidth=2.2,
-              label=curve.label)
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color='gray', linestyle='--', linewidth=0.8, label='training error'),
-                Line2D([], [], color='gray', linestyle='-', linewidth=2.2, label='test error')]
-    ax.legend(handles=handles, fontsize='small', loc='upper right')
-    ax.set_xlim(0, max_step / scale if max_step else 1)
-    ax.set_ylim(0, ymax)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel('error (%)')
-    ax.set_title(name)
-    ax.grid(alpha=0.3)
-  if title:
-    fig.suptitle(title)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  fig.savefig(output, dpi=dpi)
-  return fig
-
-
-def default_output(paths: Sequence[str]) -> str:
-  """curves.png in the first dir given: beside the runs, not wherever the command happened to start."""
-  return os.path.join(paths[0], 'curves.png')
-
-
-def plot_workdirs(paths: Sequence[str], output: Optional[str] = None, dpi: int = DEFAULT_DPI,
-                  ymax: Optional[float] = None):
-  """One line per run found under `paths`, labelled by run_labels; draws to `output` or default_output."""
-  workdirs = find_workdirs(paths)
-  curves = [load_curve(w) for w in workdirs]
-  for curve, label in zip(curves, run_labels(workdirs, curves)):
-    curve.label = label
-  return draw(curves, output or default_output(paths), dpi=dpi, ymax=ymax)
-
+from jaxresnet.infra.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -212,16 +26,17 @@ def define_flags():
   flags.DEFINE_multi_string('workdir', None, 'Training workdir(s), or folders holding them; more may '
                             'follow as arguments.')
   flags.DEFINE_string('output', None, 'Where the PNG goes (default: curves.png in the first --workdir).')
-  flags.DEFINE_integer('dpi', DEFAULT_DPI, f'Resolution: the PNG is {FIGSIZE[0]:g}x{FIGSIZE[1]:g} inches.')
+  flags.DEFINE_integer('dpi', curves.DEFAULT_DPI,
+                       f'Resolution: the PNG is {curves.FIGSIZE[0]:g}x{curves.FIGSIZE[1]:g} inches.')
   flags.DEFINE_float('ymax', None, 'Top of the error axis in percent (default: 20, widened to fit).')
   flags.mark_flag_as_required('workdir')
 
 
 def main(argv):
   paths = FLAGS.workdir + argv[1:]
-  output = FLAGS.output or default_output(paths)
+  output = FLAGS.output or curves.default_output(paths)
   with exit_on_user_error():
-    plot_workdirs(paths, output, dpi=FLAGS.dpi, ymax=FLAGS.ymax)
+    curves.plot_workdirs(paths, output, dpi=FLAGS.dpi, ymax=FLAGS.ymax)
   print(f'wrote {output}')
   sys.stdout.flush()
 

@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from absl import flags
 import numpy as np
 
-from jaxresnet import plot
+from jaxresnet.experiments import curves as plot
 from jaxresnet.infra import errors
 from jaxresnet.infra.errors import DataError, exit_on_extra_arguments, exit_on_user_error
 
@@ -484,7 +484,7 @@ def write_report(workdir: str, output: Optional[str] = None, table_name: Optiona
   """
   report = collect(workdir, table_name)
   curves, peer_curves = figure_curves(report), figure_curves(report, peer=True)
-  ymax = plot._default_ymax(curves + peer_curves)  # pylint: disable=protected-access  # One axis for both.
+  ymax = plot.default_ymax(curves + peer_curves)  # One axis for both.
   for file, key, these, whose in ((FIGURE_FILE, 'figure', curves, ''),
                                   (PEER_FIGURE_FILE, 'peer_figure', peer_curves, 'PyTorch peer, ')):
     if these:

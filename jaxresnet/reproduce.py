@@ -56,7 +56,7 @@ import ml_collections
 from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet import models as models_lib
-from jaxresnet import plot
+from jaxresnet.experiments import curves as plot
 from jaxresnet import report
 from jaxresnet.training import train
 from jaxresnet.infra import errors

@@ -18,7 +18,7 @@ from PIL import Image
 import pytest
 
 from conftest import REPO
-from jaxresnet import plot
+from jaxresnet.experiments import curves
 
 NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks',
                         'colab_tpu.ipynb')
@@ -70,7 +70,7 @@ def test_notebook_runs_top_to_bottom_with_tiny_settings(image_folder, tmp_path):
   assert results['model'] == 'resnet8' and results['step'] == 6  # 64000 * 0.0001 steps.
   assert namespace['summary']['test_error'] == results['test_error']
   with Image.open(os.path.join(workdir, 'curves.png')) as image:
-    assert image.size == (int(plot.FIGSIZE[0] * plot.DEFAULT_DPI), int(plot.FIGSIZE[1] * plot.DEFAULT_DPI))
+    assert image.size == (int(curves.FIGSIZE[0] * curves.DEFAULT_DPI), int(curves.FIGSIZE[1] * curves.DEFAULT_DPI))
   assert f'ResNet-8: test error {100 * results["test_error"]:.2f}%' in output
   assert f'after 6 iterations on {results["devices"]}' in output
 

@@ -6,7 +6,7 @@ from PIL import Image
 import pytest
 
 from conftest import REPO, run_module
-from jaxresnet import plot
+from jaxresnet.experiments import curves as plot
 from jaxresnet.infra.errors import DataError
 
 
@@ -131,3 +131,15 @@ def test_two_runs_of_one_model_get_distinct_labels(tmp_path):
   mixed = [by_name[0], write_run(tmp_path / 'other', 'resnet56'), by_name[0], by_name[1]]
   assert legend(mixed) == ['ResNet-20 (lr0.1)', 'ResNet-56', 'ResNet-20 (lr0.05)']
   assert os.path.exists(os.path.join(by_name[0], 'curves.png'))  # The default output: the first dir given.
+
+
+def test_the_plot_command_is_flags_and_main_and_its_library_imports_no_command():
+  """Libraries (report, reproduce, the notebook) import jaxresnet.experiments.curves, never the command."""
+  import ast  # pylint: disable=g-import-not-at-top
+  command = ast.parse(open(os.path.join(REPO, 'jaxresnet', 'plot.py')).read())
+  assert sorted(n.name for n in command.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))) == [
+      'define_flags', 'main']
+  library = ast.parse(open(os.path.join(REPO, 'jaxresnet', 'experiments', 'curves.py')).read())
+  imported = {a.name for n in ast.walk(library) if isinstance(n, ast.Import) for a in n.names}
+  imported |= {f'{n.module}.{a.name}' for n in ast.walk(library) if isinstance(n, ast.ImportFrom) for a in n.names}
+  assert not [m for m in imported if m.startswith(('absl', 'jaxresnet.plot', 'jaxresnet.report', 'jaxresnet.main'))]

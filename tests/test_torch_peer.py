@@ -17,7 +17,7 @@ import pytest
 from conftest import run_module, tiny_config
 from jaxresnet import models
 from jaxresnet.training import optim
-from jaxresnet import plot
+from jaxresnet.experiments import curves as plot
 from jaxresnet import report
 from jaxresnet import reproduce
 from jaxresnet.infra.errors import ConfigError, DataError
