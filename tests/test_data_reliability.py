@@ -171,6 +171,7 @@ CHILD = """
 import signal, sys, time
 import numpy as np
 from jaxresnet import data
+from jaxresnet.data import image_folder
 hook, folder, cache = sys.argv[1:]
 received = []
 if hook.endswith('handler'):  # As main does: record the signal, stop at the next step.
@@ -185,7 +186,7 @@ if hook.startswith('write'):
       time.sleep(0.01)
   np.savez = savez
 else:
-  real_decode, count = data.decode_image, [0]
+  real_decode, count = image_folder.decode_image, [0]
   def decode(path, size=None):
     count[0] += 1
     if count[0] == 5:
@@ -193,7 +194,7 @@ else:
     if count[0] >= 5:
       time.sleep(0.5)
     return real_decode(path, size)
-  data.decode_image = decode
+  image_folder.decode_image = decode
 data.load_arrays('image_folder', folder, cache)
 print('finished', received, flush=True)
 """

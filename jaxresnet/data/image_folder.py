@@ -1,0 +1,185 @@
+"""Image folders: listing train/<class>/* and test/<class>/*, decoding with Pillow, labelled folders.
+
+The training source reads DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg
+(TFDS ImageFolder layout) whole; evaluate and predict read a user's own
+images one by one, converted to the model's input shape.
+"""
+import concurrent.futures
+import os
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from jaxresnet.data.progress import Progress
+from jaxresnet.infra.errors import DataError
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+
+
+def list_image_folder(root: str) -> Tuple[List[str], Dict[str, List[Tuple[str, int]]]]:
+  """Class names and, per split, (path, label) pairs of an ImageFolder tree."""
+  if not os.path.isdir(root):
+    raise DataError(f'image folder {root!r} does not exist')
+  splits = {}
+  class_names = None
+  for split in ('train', 'test'):
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+      raise DataError(f'image folder {root!r} has no {split}/ folder '
+                      '(expected train/<class>/*.jpg and test/<class>/*.jpg)')
+    names = sorted(d for d in _listdir(split_dir)
+                   if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
+    if not names:
+      raise DataError(f'{split_dir!r} holds no class folders')
+    if class_names is None:
+      class_names = names
+    elif names != class_names:
+      raise DataError(f'class folders differ between train/ and test/ in {root!r}: '
+                      f'{sorted(set(names) ^ set(class_names))}')
+    files = []
+    for label, name in enumerate(names):
+      class_dir = os.path.join(split_dir, name)
+      files += [(os.path.join(class_dir, f), label) for f in sorted(_listdir(class_dir))
+                if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not files:
+      raise DataError(f'{split_dir!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+    splits[split] = files
+  return class_names, splits
+
+
+def _listdir(path: str) -> List[str]:
+  try:
+    return os.listdir(path)
+  except OSError as e:  # Unreadable folder: one line, not a traceback.
+    raise DataError(f'cannot list {path}: {e.strerror or e}') from None
+
+
+def stat_image(path: str) -> os.stat_result:
+  """os.stat of a listed image; a link to nowhere is named as such, since 'No such file' would puzzle."""
+  try:
+    return os.stat(path)
+  except FileNotFoundError:
+    if os.path.islink(path):
+      raise DataError(f'{path}: dangling symlink (it points to {os.readlink(path)!r}, which does not '
+                      'exist); remove it or fix its target') from None
+    raise DataError(f'{path}: disappeared while the folder was read') from None
+  except OSError as e:
+    raise DataError(f'cannot read image {path}: {e.strerror or e}') from None
+
+
+def decode_image(path: str, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+  """One image as uint8 HWC RGB; `size` (width, height) resizes it if it differs."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      image = image.convert('RGB')
+      if size is not None and image.size != tuple(size):
+        image = image.resize(size, Image.BILINEAR)
+      return np.asarray(image, dtype=np.uint8)
+  except Exception as e:  # PIL raises many kinds; all mean "not a usable image".
+    raise DataError(f'cannot read image {path}: {e}') from None
+
+
+def decode_files(paths: List[str], what: str, decode=None) -> List[np.ndarray]:
+  """Decodes images on all cores, in order, showing progress.
+
+  On an error, Ctrl-C or SIGTERM the images still queued are dropped, not
+  decoded first (Executor.map cancels them when its iterator is dropped;
+  cancel_futures makes sure), so the process stops within an image or two.
+  """
+  decode = decode or decode_image
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+  progress = Progress(what, len(paths))
+  try:
+    images = []
+    for image in pool.map(decode, paths):
+      images.append(image)
+      progress.update()
+    return images
+  finally:
+    progress.close()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_image_folder(root: str, listing=None) -> Dict[str, np.ndarray]:
+  """Decodes an ImageFolder tree with Pillow; all images must share one size.
+
+  `listing` is list_image_folder(root) when the caller has it already.
+  """
+  class_names, splits = listing or list_image_folder(root)
+  first = splits['train'][0][0]
+  shape = decode_image(first).shape
+  arrays = {'class_names': np.array(class_names)}
+  for split, files in splits.items():
+    images = decode_files([path for path, _ in files], f'decoding {split}')
+    for (path, _), image in zip(files, images):
+      if image.shape != shape:
+        raise DataError(f'image {path} is {image.shape[1]}x{image.shape[0]}, but the '
+                        f'folder\'s images are {shape[1]}x{shape[0]} ({first})')
+    arrays[f'{split}_images'] = np.stack(images)
+    arrays[f'{split}_labels'] = np.array([label for _, label in files], np.int32)
+  return arrays
+
+
+def image_folder_expectations(listing) -> dict:
+  """What a cache of this folder must hold, known from its listing and one image header."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  class_names, splits = listing
+  expected = {'class_names': class_names, **{split: len(files) for split, files in splits.items()}}
+  try:
+    with Image.open(splits['train'][0][0]) as image:  # Reads the header only.
+      expected['image_hw'] = (image.size[1], image.size[0])
+  except Exception:  # Unreadable: decoding will say so if the cache is not used.
+    pass
+  return expected
+
+
+# --------------------------------------------------------------------------
+# Images from outside the training data: a user's own test folder, files to predict.
+
+
+def read_image_as(path: str, image_shape) -> Tuple[np.ndarray, Optional[str]]:
+  """An image as uint8 `image_shape` (H, W, 3) RGB, and what it was ('640x480 RGBA') if it had to change."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  height, width, channels = image_shape
+  if channels != 3:
+    raise DataError(f'the model takes {channels}-channel images; only RGB (3) files can be read')
+  try:
+    with Image.open(path) as image:  # Reads the header only.
+      size, mode = image.size, image.mode
+  except UnidentifiedImageError:
+    raise DataError(f'cannot read image {path}: not an image file Pillow can read') from None
+  except Exception as e:  # Missing file, permissions...
+    raise DataError(f'cannot read image {path}: {e}') from None
+  changed = None if (size == (width, height) and mode == 'RGB') else f'{size[0]}x{size[1]} {mode}'
+  return decode_image(path, (width, height)), changed
+
+
+def read_labelled_folder(root: str, class_names: List[str], image_shape):
+  """(images, labels, changes) of a test-style folder, root/<class>/* or root/test/<class>/*.
+
+  Labels are indices into `class_names` (the model's classes); the folder may
+  hold fewer classes, but none the model does not know. `changes` lists
+  (path, what it was) for each image resized or converted to `image_shape` RGB.
+  """
+  if not os.path.isdir(root):
+    raise DataError(f'image folder {root!r} does not exist')
+  if os.path.isdir(os.path.join(root, 'test')):
+    root = os.path.join(root, 'test')
+  names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith('.'))
+  if not names:
+    raise DataError(f'{root!r} holds no class folders (expected <class>/*.jpg or test/<class>/*.jpg)')
+  unknown = [n for n in names if n not in class_names]
+  if unknown:
+    raise DataError(f'{root!r} has class folders that are not classes of the model '
+                    f'({", ".join(class_names)}): {", ".join(unknown)}')
+  files = [(os.path.join(root, name, f), class_names.index(name)) for name in names
+           for f in sorted(os.listdir(os.path.join(root, name)))
+           if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+  if not files:
+    raise DataError(f'{root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+  with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    decoded = list(pool.map(lambda f: read_image_as(f[0], image_shape), files))
+  changes = [(path, changed) for (path, _), (_, changed) in zip(files, decoded) if changed]
+  return (np.stack([image for image, _ in decoded]), np.array([label for _, label in files], np.int32),
+          changes)
