@@ -89,3 +89,16 @@ def test_cli_bad_config_is_one_line_and_nothing_is_written(tmp_path, args, statu
   assert lines[-1].startswith(message), result.stderr
   assert 'Traceback' not in result.stderr
   assert not workdir.exists()
+
+
+def epochs_of(config):
+  """The run length in epochs, or None for a run counted in steps."""
+  return config.num_epochs if config.num_train_steps == -1 else None
+
+
+@pytest.mark.parametrize('name', CONFIG_FILES)
+def test_a_config_counted_in_epochs_trains_the_epochs_its_docstring_names(name):
+  epochs = epochs_of(load(name))
+  if epochs is not None:
+    doc = ' '.join(importlib.import_module(f'jaxresnet.configs.{name}').__doc__.split())
+    assert f'{epochs} epochs' in doc, f'configs/{name}.py trains {epochs} epochs; its docstring says otherwise'
