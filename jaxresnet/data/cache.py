@@ -103,7 +103,8 @@ def write_cache(path: str, arrays: Dict[str, np.ndarray], fingerprint: str) -> N
   """Writes the cache under a temporary name, then renames it: a crash never leaves a half cache.
 
   The temporary file is removed on every way out: an unwritable or full disk,
-  an exception, Ctrl-C or SIGTERM (see loader._sigterm_raises).
+  an exception, Ctrl-C, or SIGTERM where signals.stop_on_signals() makes it raise
+  (the commands call it first thing).
   """
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   meta = {'format': CACHE_FORMAT, 'fingerprint': fingerprint, 'sha256': content_hash(arrays)}

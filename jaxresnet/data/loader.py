@@ -1,9 +1,6 @@
 """load_arrays and load_dataset: the source a config names, decoded once and then read from the cache."""
-import contextlib
 import hashlib
 import os
-import signal
-import threading
 from typing import Dict
 
 import numpy as np
@@ -35,41 +32,6 @@ def fingerprint(dataset: str, data_dir: str, listing=None) -> str:
   return h.hexdigest()[:16]
 
 
-class _Terminated(BaseException):
-  """SIGTERM, raised so that `finally` blocks remove temporary files before the process ends."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-  """Within the block, a SIGTERM that would kill the process outright raises _Terminated instead.
-
-  SIGTERM's default action ends the process at once, skipping every `finally`:
-  that left half-written caches and unpacked archives behind. If someone has
-  installed a handler (main records the signal and stops at the next step),
-  it is left alone and the block finishes normally. Otherwise the files are
-  removed and then the process still dies of SIGTERM, as its sender expects.
-  Ctrl-C needs nothing: KeyboardInterrupt runs the same `finally` blocks.
-  """
-  if (threading.current_thread() is not threading.main_thread()
-      or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-    yield
-    return
-
-  def handler(signum, frame):
-    del signum, frame
-    raise _Terminated()
-
-  signal.signal(signal.SIGTERM, handler)
-  try:
-    yield
-  except _Terminated:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-    raise
-  finally:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def load_arrays(dataset: str, data_dir: str, cache_dir: str = '') -> Dict[str, np.ndarray]:
   """The decoded train and test arrays, from the cache when it is fresh and sound.
 
@@ -88,17 +50,18 @@ def load_arrays(dataset: str, data_dir: str, cache_dir: str = '') -> Dict[str, n
   arrays = cache.read_cache(path, key, expected)
   if arrays is not None:
     return arrays
-  with _sigterm_raises():
-    if dataset == 'image_folder' and is_archive(data_dir):
-      arrays = read_image_folder_archive(data_dir)
-    elif dataset == 'image_folder':
-      arrays = read_image_folder(data_dir, listing)
-    else:
-      arrays = read_tfds(dataset, data_dir)
-    try:
-      cache.write_cache(path, arrays, key)
-    except OSError:
-      pass  # An unwritable cache only costs the next run a decode.
+  # No signal handling here: the commands call infra.signals.stop_on_signals()
+  # first, so SIGTERM raises and the `finally` blocks below remove their files.
+  if dataset == 'image_folder' and is_archive(data_dir):
+    arrays = read_image_folder_archive(data_dir)
+  elif dataset == 'image_folder':
+    arrays = read_image_folder(data_dir, listing)
+  else:
+    arrays = read_tfds(dataset, data_dir)
+  try:
+    cache.write_cache(path, arrays, key)
+  except OSError:
+    pass  # An unwritable cache only costs the next run a decode.
   return arrays
 
 
