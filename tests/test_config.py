@@ -67,6 +67,24 @@ def test_num_epochs_when_num_train_steps_is_minus_one():
   assert config_lib.num_train_steps(config, 45000) == 3 * 351
 
 
+# Without x64, jax.random.PRNGKey keeps a seed's low 32 bits: seed 2**32 would train what seed 0 trains.
+@pytest.mark.parametrize('seed,num_seeds', [(2**32, 1), (2**40, 1), (-1, 1), (2**32 - 2, 3)])
+def test_a_seed_jax_would_truncate_is_refused(seed, num_seeds):
+  config = load('default')
+  config.seed, config.num_seeds = seed, num_seeds
+  with pytest.raises(ConfigError, match=r'config.seed=-?\d+\b.*seeds must be whole numbers from 0 to 4294967295'):
+    config_lib.validate(config)
+
+
+def test_the_largest_seeds_are_distinct_keys():
+  import jax  # pylint: disable=g-import-not-at-top
+  config = load('default')
+  config.seed, config.num_seeds = 2**32 - 2, 2
+  config_lib.validate(config)
+  keys = {tuple(int(w) for w in jax.random.PRNGKey(s)) for s in (0, 1, 2**32 - 2, 2**32 - 1)}
+  assert len(keys) == 4
+
+
 def test_batch_must_divide_over_devices():
   config = load('default')
   config.batch_size = 126
@@ -80,6 +98,8 @@ def test_batch_must_divide_over_devices():
     (['--config.model=resnet21'], 1, "error: unknown model 'resnet21'"),
     (['--config.learning_rate=-1'], 1, 'error: config.learning_rate=-1.0 must not be negative'),
     (['--config=configs/missing.py'], 2, 'error: cannot load the config file'),
+    (['--config.seed=4294967296'], 1,
+     'error: config.seed=4294967296: seeds must be whole numbers from 0 to 4294967295'),
 ])
 def test_cli_bad_config_is_one_line_and_nothing_is_written(tmp_path, args, status, message):
   workdir = tmp_path / 'run'

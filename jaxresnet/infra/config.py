@@ -17,6 +17,9 @@ CHOICES = {
     'normalization': ('pixel_mean', 'channel_mean_std'),
     'tta': switches.TTA_MODES,
 }
+# jax.random.PRNGKey(seed) keeps the seed's low 32 bits when x64 is off (the default): 2**32 gives
+# seed 0's key, -1 seed 4294967295's. Seeds beyond this range are refused rather than repeated.
+MAX_SEED = 2**32 - 1
 
 
 def validate(config, num_devices: int = 1) -> None:
@@ -30,6 +33,13 @@ def validate(config, num_devices: int = 1) -> None:
     raise ConfigError('config.dataset is empty; use a TFDS name such as cifar10, or image_folder')
   if isinstance(config.num_seeds, bool) or not isinstance(config.num_seeds, int) or config.num_seeds < 1:
     raise ConfigError(f'config.num_seeds={config.num_seeds!r} must be a whole number of at least 1')
+  if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+    raise ConfigError(f'config.seed={config.seed!r} must be a whole number')
+  last_seed = config.seed + config.num_seeds - 1
+  if config.seed < 0 or last_seed > MAX_SEED:
+    members = f' (with num_seeds={config.num_seeds}, seeds up to {last_seed})' if config.num_seeds > 1 else ''
+    raise ConfigError(f'config.seed={config.seed}{members}: seeds must be whole numbers from 0 to {MAX_SEED}; '
+                      'JAX keeps 32 bits of a seed, so a larger one would train what a smaller one trains')
   positive = ['batch_size', 'eval_batch_size', 'log_every_steps', 'checkpoints_to_keep']
   non_negative = ['learning_rate', 'weight_decay', 'momentum', 'warmup_steps', 'warmup_lr',
                   'eval_every_steps', 'checkpoint_every_steps', 'num_val_examples', 'lr_decay_factor']
