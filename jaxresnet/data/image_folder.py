@@ -67,15 +67,64 @@ def stat_image(path: str) -> os.stat_result:
     raise DataError(f'cannot read image {path}: {e.strerror or e}') from None
 
 
+# 16-bit greyscale, as Pillow opens 16-bit PNGs and TIFFs. Pillow's own
+# convert('RGB') clips these at 255, so all but the darkest pixels turned white.
+_SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+# Modes whose pixels have no range that says what black and white are, or no
+# conversion in Pillow that gives what they show: refused by name.
+_REFUSED_MODES = {
+    'F': '32-bit floating point, whose range (0..1? 0..255?) the file does not say',
+    'LAB': 'CIE L*a*b*, which Pillow converts to RGB only through a colour profile',
+}
+
+
+def rgb_pixels(image, path: str) -> np.ndarray:
+  """A Pillow image's pixels as uint8 HWC RGB: what the image shows, whatever its mode.
+
+  16-bit (and 32-bit integer, taken as 16-bit: what a 16-bit PNG opens as in
+  older Pillows) greyscale is scaled to 8 bits, round(v / 257). Transparency
+  (an alpha band, a palette's or a PNG's transparent colour) is composited
+  over black, so that a transparent pixel is black whatever colour is stored
+  under it (dropping the alpha band would keep that arbitrary colour); black
+  is also what the augmentation pads with. Every other mode ('1', L, P, RGB,
+  RGBX, CMYK, YCbCr, HSV...) goes through Pillow's conversion.
+  """
+  mode = image.mode
+  if mode in _REFUSED_MODES:
+    raise DataError(f'cannot read image {path}: mode {mode} ({_REFUSED_MODES[mode]}) is not read; '
+                    'convert it to 8-bit RGB first')
+  if mode in _SIXTEEN_BIT_MODES or mode == 'I':
+    values = np.asarray(image)
+    if mode == 'I' and values.size and (values.min() < 0 or values.max() > 65535):
+      raise DataError(f'cannot read image {path}: mode I (32-bit integers) with values in '
+                      f'{values.min()}..{values.max()}, outside the 16-bit range 0..65535 that says '
+                      'what black and white are; convert it to 8-bit first')
+    grey = ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v * 255 / 65535).
+    return np.repeat(grey[..., None], 3, axis=-1)
+  if mode in ('LA', 'La', 'PA', 'RGBA', 'RGBa') or 'transparency' in image.info:
+    try:
+      rgba = np.asarray(image.convert('RGBA'), np.uint32)
+    except ValueError as e:  # A mode Pillow cannot convert ('La').
+      raise DataError(f'cannot read image {path}: mode {mode} cannot be converted to RGB ({e})') from None
+    # round(colour * alpha / 255): adding 127 before the floor division rounds, and no tie can occur.
+    return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+  try:
+    return np.asarray(image.convert('RGB'), np.uint8)
+  except ValueError as e:
+    raise DataError(f'cannot read image {path}: mode {mode} cannot be converted to RGB ({e})') from None
+
+
 def decode_image(path: str, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-  """One image as uint8 HWC RGB; `size` (width, height) resizes it if it differs."""
+  """One image as uint8 HWC RGB (see rgb_pixels); `size` (width, height) resizes it if it differs."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as image:
-      image = image.convert('RGB')
-      if size is not None and image.size != tuple(size):
-        image = image.resize(size, Image.BILINEAR)
-      return np.asarray(image, dtype=np.uint8)
+      pixels = rgb_pixels(image, path)
+    if size is not None and (pixels.shape[1], pixels.shape[0]) != tuple(size):
+      pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR), np.uint8)
+    return pixels
+  except DataError:
+    raise
   except Exception as e:  # PIL raises many kinds; all mean "not a usable image".
     raise DataError(f'cannot read image {path}: {e}') from None
 
