@@ -54,7 +54,7 @@ def test_broken_image_names_the_file(image_folder):
 
 @pytest.mark.parametrize('damage,message', [
     (lambda root: os.rename(os.path.join(root, 'test', 'ship'), os.path.join(root, 'test', 'boat')),
-     'class folders differ between train/ and test/'),
+     'classes of train/ missing from test/'),
     (lambda root: os.rename(os.path.join(root, 'test'), os.path.join(root, 'eval')), 'has no test/ folder'),
     (lambda root: None, None),
 ])

@@ -4,8 +4,10 @@ The training source reads DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg
 (TFDS ImageFolder layout) whole; evaluate and predict read a user's own
 images one by one, converted to the model's input shape.
 """
+import collections
 import concurrent.futures
 import os
+import sys
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -13,37 +15,83 @@ import numpy as np
 from jaxresnet.data.progress import Progress
 from jaxresnet.infra.errors import DataError
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+# What Pillow reads (WebP with its libwebp, as the wheels ship it). Other files
+# in a class folder are skipped and counted in one warning line.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+
+def _class_folders(split_dir: str) -> List[str]:
+  return sorted(d for d in _listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
+
+
+def _image_files(class_dir: str, skipped: collections.Counter) -> List[str]:
+  """The image files of a class folder, sorted; every other entry is counted in `skipped`.
+
+  Hidden entries (.DS_Store and the like) belong to the file manager and are
+  neither read nor counted.
+  """
+  files = []
+  for name in sorted(_listdir(class_dir)):
+    if name.startswith('.'):
+      continue
+    if os.path.isdir(os.path.join(class_dir, name)):
+      skipped['folder'] += 1
+    elif name.lower().endswith(IMAGE_EXTENSIONS):
+      files.append(os.path.join(class_dir, name))
+    else:
+      skipped[os.path.splitext(name)[1].lower()] += 1
+  return files
+
+
+def warn_skipped(root: str, skipped: collections.Counter) -> None:
+  """One line saying how many entries of which kind were not read, if any."""
+  total = sum(skipped.values())
+  if not total:
+    return
+  extensions = [(n, ext) for ext, n in skipped.items() if ext not in ('', 'folder')]
+  kinds = [f'{n} {ext}' for n, ext in sorted(extensions, key=lambda c: (-c[0], c[1]))]
+  if skipped['']:
+    kinds.append(f'{skipped[""]} without an extension')
+  if skipped['folder']:
+    kinds.append(f'{skipped["folder"]} folder' + ('s' if skipped['folder'] > 1 else ''))
+  what = 'entry of {} that is not an image file' if total == 1 else 'entries of {} that are not image files'
+  print(f'warning: skipped {total} {what.format(root)} ({", ".join(kinds)}); images are '
+        f'{", ".join(IMAGE_EXTENSIONS)}', file=sys.stderr, flush=True)
 
 
 def list_image_folder(root: str) -> Tuple[List[str], Dict[str, List[Tuple[str, int]]]]:
-  """Class names and, per split, (path, label) pairs of an ImageFolder tree."""
+  """Class names and, per split, (path, label) pairs of an ImageFolder tree.
+
+  Both splits must hold the same classes, each with at least one image: an
+  empty class folder would otherwise become a class the model is trained to
+  output but never sees, and a class without test images is never measured.
+  """
   if not os.path.isdir(root):
     raise DataError(f'image folder {root!r} does not exist')
-  splits = {}
-  class_names = None
+  names = {}
   for split in ('train', 'test'):
     split_dir = os.path.join(root, split)
     if not os.path.isdir(split_dir):
       raise DataError(f'image folder {root!r} has no {split}/ folder '
                       '(expected train/<class>/*.jpg and test/<class>/*.jpg)')
-    names = sorted(d for d in _listdir(split_dir)
-                   if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
-    if not names:
+    names[split] = _class_folders(split_dir)
+    if not names[split]:
       raise DataError(f'{split_dir!r} holds no class folders')
-    if class_names is None:
-      class_names = names
-    elif names != class_names:
-      raise DataError(f'class folders differ between train/ and test/ in {root!r}: '
-                      f'{sorted(set(names) ^ set(class_names))}')
-    files = []
-    for label, name in enumerate(names):
-      class_dir = os.path.join(split_dir, name)
-      files += [(os.path.join(class_dir, f), label) for f in sorted(_listdir(class_dir))
-                if f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not files:
-      raise DataError(f'{split_dir!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
-    splits[split] = files
+  for split, other in (('train', 'test'), ('test', 'train')):
+    missing = [n for n in names[split] if n not in names[other]]
+    if missing:
+      raise DataError(f'classes of {split}/ missing from {other}/ in {root!r}: {", ".join(missing)}')
+  class_names = names['train']
+  splits = {}
+  skipped = collections.Counter()
+  for split in ('train', 'test'):
+    split_dir = os.path.join(root, split)
+    per_class = [_image_files(os.path.join(split_dir, name), skipped) for name in class_names]
+    empty = [name for name, files in zip(class_names, per_class) if not files]
+    if empty:
+      raise DataError(f'{split_dir!r} has class folders without images: {", ".join(empty)}')
+    splits[split] = [(path, label) for label, files in enumerate(per_class) for path in files]
+  warn_skipped(root, skipped)
   return class_names, splits
 
 
@@ -215,16 +263,17 @@ def read_labelled_folder(root: str, class_names: List[str], image_shape):
     raise DataError(f'image folder {root!r} does not exist')
   if os.path.isdir(os.path.join(root, 'test')):
     root = os.path.join(root, 'test')
-  names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith('.'))
+  names = _class_folders(root)
   if not names:
     raise DataError(f'{root!r} holds no class folders (expected <class>/*.jpg or test/<class>/*.jpg)')
   unknown = [n for n in names if n not in class_names]
   if unknown:
     raise DataError(f'{root!r} has class folders that are not classes of the model '
                     f'({", ".join(class_names)}): {", ".join(unknown)}')
-  files = [(os.path.join(root, name, f), class_names.index(name)) for name in names
-           for f in sorted(os.listdir(os.path.join(root, name)))
-           if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+  skipped = collections.Counter()
+  files = [(path, class_names.index(name)) for name in names
+           for path in _image_files(os.path.join(root, name), skipped)]
+  warn_skipped(root, skipped)
   if not files:
     raise DataError(f'{root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
