@@ -5,8 +5,9 @@
 Parameters are trainable ones (BatchNorm scale and bias included); multiply-adds
 are those of one forward pass on one 32x32 image, over convs and denses. Both
 come from an abstract trace (no compute), for 10 classes. The config column is
-configs/<name>.py where the repository has one (the model's recipe), else '-':
-train such a model with configs/default.py and --config.model=NAME.
+the model's recipe where there is one, else '-' (train such a model with
+default.py and --config.model=NAME): configs/<name>.py where that path exists
+from the current directory (a checkout), else the installed jaxresnet.configs file.
 """
 import argparse
 import importlib.util
@@ -37,9 +38,13 @@ def configs_dir() -> Optional[str]:
 
 
 def config_file(name: str, directory: Optional[str]) -> str:
-  if directory and os.path.isfile(os.path.join(directory, f'{name}.py')):
-    return f'configs/{name}.py'
-  return '-'
+  """A --config path that works from here: configs/<name>.py in a checkout, else the installed file; or '-'."""
+  if not directory or not os.path.isfile(os.path.join(directory, f'{name}.py')):
+    return '-'
+  checkout = os.path.join('configs', f'{name}.py')
+  if os.path.isfile(checkout):  # Short, and what the docs write, where it names a real file.
+    return checkout
+  return os.path.join(directory, f'{name}.py')  # A wheel user's cwd has no configs/.
 
 
 def human(count: int) -> str:
@@ -66,7 +71,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m jaxresnet.models', description=__doc__.split('\n\n', 1)[0],
       epilog='Parameters include BatchNorm scale and bias; multiply-adds are per 32x32 image. Train a model '
-             'with --config=configs/<name>.py, or --config=configs/default.py --config.model=NAME.')
+             'with --config=CONFIG (its config column), or with default.py and --config.model=NAME.')
   parser.add_argument('names', nargs='*', metavar='NAME', help='models to list (default: all of them)')
   args = parser.parse_args(argv)
   unknown = [n for n in args.names if n not in models.MODELS]
@@ -77,7 +82,8 @@ def main(argv=None) -> int:
   for line in lines:
     print(line, flush=True)
   if any(line.endswith('  -') for line in lines):
-    print("-: no recipe of its own; train it with --config=configs/default.py --config.model=NAME")
+    print(f"-: no recipe of its own; train it with --config={config_file('default', configs_dir())} "
+          "--config.model=NAME")
   return 0
 
 
