@@ -187,15 +187,15 @@ if hook.startswith('write'):
       time.sleep(0.01)
   np.savez = savez
 else:
-  import os
+  import itertools, os
   os.cpu_count = lambda: 2  # Two decoding threads on any machine, so that few images are under way at once.
-  real_decode, count = image_folder.decode_image, [0]
+  real_decode, counter = image_folder.decode_image, itertools.count(1)
   def decode(path, size=None):
-    count[0] += 1
-    print('decode', count[0], file=sys.stderr, flush=True)
-    if count[0] == 5:
+    n = next(counter)  # Atomic, unlike `count += 1`, which two threads can both read as 4 and skip 5.
+    print('decode', n, file=sys.stderr, flush=True)
+    if n == 5:
       print('decoding', flush=True)
-    if count[0] >= 5:
+    if n >= 5:
       time.sleep(1)
     return real_decode(path, size)
   image_folder.decode_image = decode
@@ -229,11 +229,10 @@ def test_sigterm_while_decoding_an_archive_stops_at_once_and_removes_the_unpacke
   archive = tmp_path / 'images.tar.gz'
   with tarfile.open(archive, 'w:gz') as tar:
     tar.add(image_folder, arcname='images')
-  tmpdir = tmp_path / 'tmp'
-  tmpdir.mkdir()
   cache = str(tmp_path / 'cache')
-  process, cue = run_child_until('decode', str(archive), cache, env={'TMPDIR': str(tmpdir)})
-  assert cue == 'decoding\n' and len(os.listdir(tmpdir)) == 1  # The unpacked archive.
+  process, cue = run_child_until('decode', str(archive), cache)
+  (unpacked,) = cache_files(cache)  # The unpacked archive, in the cache folder.
+  assert cue == 'decoding\n' and unpacked.startswith('unpack-')
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=60)
   assert process.returncode == 128 + signal.SIGTERM and stderr.splitlines()[-1] == 'stopped by SIGTERM', stderr
@@ -241,7 +240,7 @@ def test_sigterm_while_decoding_an_archive_stops_at_once_and_removes_the_unpacke
   # more (1 s each) when the signal came, far from all 48 training images.
   started = [int(line.split()[1]) for line in stderr.splitlines() if line.startswith('decode ')]
   assert max(started) < 48, stderr
-  assert os.listdir(tmpdir) == [] and cache_files(cache) == []
+  assert cache_files(cache) == []
 
 
 def test_sigterm_with_a_handler_installed_lets_the_cache_write_finish(image_folder, tmp_path, capsys):

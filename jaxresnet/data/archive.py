@@ -1,4 +1,4 @@
-"""An image folder packed as .tar.gz/.tgz/.tar: unpacked to a temporary folder once, then read.
+"""An image folder packed as .tar.gz/.tgz/.tar: unpacked to a scratch folder once, then read.
 
 Unpacking is guarded on every Python the package allows: each member is
 checked before it is written (no absolute path, no '..', no link leading out,
@@ -9,12 +9,12 @@ so there the package's own checks are the guard.
 """
 import os
 import tarfile
-import tempfile
 from typing import Dict, Iterator, Tuple
 import zlib
 
 import numpy as np
 
+from jaxresnet.data import cache
 from jaxresnet.data.image_folder import read_image_folder
 from jaxresnet.data.progress import Progress
 from jaxresnet.infra.errors import DataError
@@ -127,9 +127,9 @@ def unpack(archive: str, dest: str) -> None:
     progress.close()
 
 
-def read_image_folder_archive(archive: str) -> Dict[str, np.ndarray]:
-  """Unpacks a .tar.gz of an image folder to a temporary dir and reads it."""
-  with tempfile.TemporaryDirectory(prefix='jaxresnet-') as tmp:
+def read_image_folder_archive(archive: str, cache_dir: str) -> Dict[str, np.ndarray]:
+  """Unpacks a .tar.gz of an image folder to a scratch folder (cache.scratch_dir) and reads it."""
+  with cache.scratch_dir(cache_dir) as tmp:
     unpack(archive, tmp)
     # The folder holding train/ and test/: the archive's root or one level down.
     for root in [tmp] + sorted(os.path.join(tmp, d) for d in os.listdir(tmp)):

@@ -1,20 +1,35 @@
-"""The decoded-array cache: one .npz per source, checked before use, written atomically.
+"""The decoded-array cache: one .npz per version of a source, checked before use, written atomically.
 
-A cache carries a meta record (format, the source's fingerprint, a sha256 of
-its arrays); anything off is rebuilt with one warning line, never trained on.
+A cache carries a meta record (format, the source it was read from, the
+source's fingerprint, a sha256 of its arrays); anything off is rebuilt with
+one warning line, never trained on.
+
+Disk use is bounded: each source keeps its KEEP_CACHES_PER_SOURCE newest
+caches (a changed folder gets a new one, and the oldest goes). What a killed
+process leaves behind (a temporary cache file, an unpacked archive) carries
+its host and PID in its name, and the next run on that host removes it once
+that process is gone.
 """
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import sys
-from typing import Dict, Optional
+import tempfile
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 
 # The arrays of a dataset, in the order the content hash reads them.
 ARRAY_KEYS = ('train_images', 'train_labels', 'test_images', 'test_labels', 'class_names')
 CACHE_FORMAT = 1  # Bumped when the cache's layout changes; older caches are rebuilt.
+# Per source (dataset and data_dir): the cache in use and the one before it, so
+# that going back to the previous version of a folder needs no decode either.
+KEEP_CACHES_PER_SOURCE = 2
 
 
 def default_cache_dir() -> str:
@@ -99,19 +114,123 @@ def read_cache(path: str, fingerprint: str, expected: Optional[dict]) -> Optiona
   return None
 
 
-def write_cache(path: str, arrays: Dict[str, np.ndarray], fingerprint: str) -> None:
+def host_tag() -> str:
+  """This machine's name as part of a file name: PIDs mean something only on the host that made them."""
+  return re.sub(r'[^A-Za-z0-9.-]', '_', socket.gethostname()) or 'localhost'
+
+
+def owner_tag() -> str:
+  return f'{host_tag()}-{os.getpid()}'
+
+
+def pid_alive(pid: int) -> bool:
+  if pid == os.getpid():
+    return True
+  try:
+    os.kill(pid, 0)  # Signal 0: only asks whether the process exists.
+  except ProcessLookupError:
+    return False
+  except OSError:  # PermissionError: it exists, under another user.
+    return True
+  return True
+
+
+# Leftovers and the owner they name: unpacked archives, temporary cache files,
+# and temporary cache files as written before names carried the host.
+_UNPACK = re.compile(r'^(?:jaxresnet-)?unpack-(?P<host>.+)-(?P<pid>\d+)-[^-]+$')
+_TEMPORARY = re.compile(r'\.npz\.tmp-(?P<host>.+)-(?P<pid>\d+)\.npz$')
+_OLD_TEMPORARY = re.compile(r'\.npz\.tmp(?P<pid>\d+)\.npz$')
+
+
+def remove_stale(cache_dir: str) -> None:
+  """Removes what processes of this host that no longer run left in cache_dir (and in $TMPDIR).
+
+  A process killed outright (SIGKILL, out of memory, a power cut) runs no
+  `finally`: its unpacked archive and half-written cache stay on disk.
+  """
+  for folder, patterns in ((cache_dir, (_UNPACK, _TEMPORARY, _OLD_TEMPORARY)), (tempfile.gettempdir(), (_UNPACK,))):
+    try:
+      names = os.listdir(folder)
+    except OSError:
+      continue
+    for name in names:
+      match = next((m for m in (p.search(name) for p in patterns) if m), None)
+      if not match or (folder != cache_dir and not name.startswith('jaxresnet-')):
+        continue
+      host = match.groupdict().get('host') or host_tag()
+      if host != host_tag() or pid_alive(int(match['pid'])):
+        continue
+      path = os.path.join(folder, name)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(OSError):
+          os.remove(path)
+
+
+@contextlib.contextmanager
+def scratch_dir(cache_dir: str) -> Iterator[str]:
+  """A new folder for unpacking, removed on the way out; named for remove_stale if the process is killed.
+
+  In the cache folder (it is ours, and on the disk the cache goes to anyway),
+  or in $TMPDIR where the cache folder cannot be written.
+  """
+  prefix = f'unpack-{owner_tag()}-'
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=cache_dir)
+  except OSError:
+    path = tempfile.mkdtemp(prefix=f'jaxresnet-{prefix}')
+  try:
+    yield path
+  finally:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_cache(path: str, arrays: Dict[str, np.ndarray], fingerprint: str, source: str = '') -> None:
   """Writes the cache under a temporary name, then renames it: a crash never leaves a half cache.
 
   The temporary file is removed on every way out: an unwritable or full disk,
   an exception, Ctrl-C, or SIGTERM where signals.stop_on_signals() makes it raise
-  (the commands call it first thing).
+  (the commands call it first thing); after SIGKILL, by the next run's
+  remove_stale. `source` names what the arrays were read from (prune_old_caches).
   """
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  meta = {'format': CACHE_FORMAT, 'fingerprint': fingerprint, 'sha256': content_hash(arrays)}
-  tmp = f'{path}.tmp{os.getpid()}.npz'  # Ends in .npz, or np.savez would append it.
+  meta = {'format': CACHE_FORMAT, 'fingerprint': fingerprint, 'sha256': content_hash(arrays), 'source': source}
+  tmp = f'{path}.tmp-{owner_tag()}.npz'  # Ends in .npz, or np.savez would append it.
   try:
     np.savez(tmp, meta=np.array(json.dumps(meta)), **{k: arrays[k] for k in ARRAY_KEYS})
     os.replace(tmp, path)  # Atomic: readers see the old cache or the new one.
   finally:
     with contextlib.suppress(OSError):
       os.remove(tmp)
+
+
+def _source_of(path: str) -> Optional[str]:
+  """The source a cache file says it holds; None if it does not say (written before caches did) or is unreadable."""
+  try:
+    with np.load(path, allow_pickle=False) as cached:  # Reads the small meta record only.
+      source = json.loads(str(cached['meta'])).get('source')
+  except Exception:  # Not ours to judge here: read_cache warns about it when it is read.
+    return None
+  return source if isinstance(source, str) and source else None
+
+
+def prune_old_caches(path: str, source: str, keep: int = KEEP_CACHES_PER_SOURCE) -> None:
+  """Removes all but the `keep` newest caches of `source` beside `path` (the one just written, kept whatever).
+
+  Each change to an image folder (even a `touch`) gives it a new fingerprint,
+  so without this every version of the folder kept a full cache.
+  """
+  folder = os.path.dirname(path) or '.'
+  dataset = os.path.basename(path).split('-', 1)[0]
+  others = []
+  for other in glob.glob(os.path.join(glob.escape(folder), f'{glob.escape(dataset)}-*.npz')):
+    if (os.path.normpath(other) == os.path.normpath(path) or '.tmp' in os.path.basename(other)
+        or _source_of(other) != source):
+      continue
+    with contextlib.suppress(OSError):
+      others.append((os.stat(other).st_mtime_ns, other))
+  for _, old in sorted(others, reverse=True)[max(keep - 1, 0):]:
+    with contextlib.suppress(OSError):
+      os.remove(old)

@@ -1,6 +1,7 @@
 """load_arrays and load_dataset: the source a config names, decoded once and then read from the cache."""
 import hashlib
 import os
+import sys
 from typing import Dict
 
 import numpy as np
@@ -45,6 +46,7 @@ def load_arrays(dataset: str, data_dir: str, cache_dir: str = '') -> Dict[str, n
     listing = list_image_folder(data_dir)
     expected = image_folder_expectations(listing)
   cache_dir = cache_dir or cache.default_cache_dir()
+  cache.remove_stale(cache_dir)
   key = fingerprint(dataset, data_dir, listing)
   path = os.path.join(cache_dir, f'{dataset}-{key}.npz')
   arrays = cache.read_cache(path, key, expected)
@@ -53,15 +55,19 @@ def load_arrays(dataset: str, data_dir: str, cache_dir: str = '') -> Dict[str, n
   # No signal handling here: the commands call infra.signals.stop_on_signals()
   # first, so SIGTERM raises and the `finally` blocks below remove their files.
   if dataset == 'image_folder' and is_archive(data_dir):
-    arrays = read_image_folder_archive(data_dir)
+    arrays = read_image_folder_archive(data_dir, cache_dir)
   elif dataset == 'image_folder':
     arrays = read_image_folder(data_dir, listing)
   else:
     arrays = read_tfds(dataset, data_dir)
+  source = f'{dataset}:{os.path.abspath(data_dir) if data_dir else ""}'
   try:
-    cache.write_cache(path, arrays, key)
-  except OSError:
-    pass  # An unwritable cache only costs the next run a decode.
+    cache.write_cache(path, arrays, key, source)
+  except OSError as e:  # Read-only, full, or not a folder: this run goes on, and says what the next one costs.
+    print(f'warning: cannot write the cache in {cache_dir} ({e.strerror or e}); the next run decodes the '
+          'images again', file=sys.stderr, flush=True)
+  else:
+    cache.prune_old_caches(path, source)
   return arrays
 
 
