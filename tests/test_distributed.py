@@ -4,6 +4,7 @@ Each process holds its share of every global batch (its own device's slice);
 they must end with identical parameters, equal to a one-process run on the
 same global batch.
 """
+import json
 import os
 import socket
 import subprocess
@@ -49,3 +50,27 @@ def test_two_processes_match_one_process(image_folder, tmp_path):
     np.testing.assert_array_equal(a, b)  # The two processes hold the very same model.
   for a, b in zip(p0[0], one[0]):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(image_folder, tmp_path):
+  """Process 1 gets SIGTERM at step 3, not a log step: both stop together at step 10 (the next log step),
+  with one checkpoint. Stopping alone, it would leave process 0 waiting for it in the next step."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': os.path.join(REPO, 'tests') + os.pathsep + REPO}
+  env.pop('XLA_FLAGS', None)
+  address = f'localhost:{free_port()}'
+  workdir = str(tmp_path / 'two')
+  workers = [launch([address, '2', str(i), image_folder, workdir, str(tmp_path / f'p{i}.json'), '3'], env)
+             for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=240)[0] for p in workers]
+  finally:
+    for p in workers:
+      if p.poll() is None:
+        p.kill()
+  for p, out in zip(workers, outputs):
+    assert p.returncode == 0, out[-4000:]
+  summaries = [json.load(open(tmp_path / f'p{i}.json')) for i in range(2)]
+  assert summaries == [{'step': 10, 'stopped': 'a signal to another process'},
+                       {'step': 10, 'stopped': 'SIGTERM'}]
+  from jaxresnet.infra import checkpoints  # pylint: disable=g-import-not-at-top
+  assert checkpoints.create_manager(workdir, read_only=True).all_steps() == [10]

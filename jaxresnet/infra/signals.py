@@ -269,11 +269,20 @@ class StopRequest:
     self._previous = {}
 
   def requested(self, collective: bool = False) -> bool:
-    """Whether to stop now. With `collective`, all processes agree (any one signalled -> all stop)."""
+    """Whether to stop now; every process of a multi-process run gets the same answer at the same step.
+
+    One process answers from its own signal. Of several, a process that stopped
+    alone would leave the others waiting for it in their next step's
+    collectives: they only decide together, at the steps where `collective` is
+    true (the loop passes the same steps on every process), where any one
+    process's signal stops them all; at the other steps the answer is no.
+    """
     import jax  # pylint: disable=g-import-not-at-top
     local = self.signal_name is not None
-    if not collective or jax.process_count() == 1:
+    if jax.process_count() == 1:
       return local
+    if not collective:
+      return False
     import numpy as np  # pylint: disable=g-import-not-at-top
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return bool(np.any(multihost_utils.process_allgather(np.array(local))))
