@@ -17,8 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxresnet import data, evaluate, main
+from jaxresnet import data, evaluate
 from jaxresnet.infra import checkpoints
+from jaxresnet.infra import cli
 from jaxresnet.infra import devices
 from jaxresnet.training import jobs
 from jaxresnet.training import train
@@ -312,7 +313,7 @@ def test_fuzzed_overrides_give_a_valid_config_or_a_clear_error(overrides):
   config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True)
   argv = ['main', '--config=configs/default.py'] + [f'--config.{k}={v}' for k, v in overrides]
   try:
-    main.parse_flags(argv, flag_values)
+    cli.parse_flags(argv, flag_values)
     config_lib.validate(flag_values.config)
   except ConfigError as e:
     assert str(e) and '\n' not in str(e)

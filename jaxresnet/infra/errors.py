@@ -1,19 +1,15 @@
-"""User-facing errors: each becomes one line on stderr and a non-zero exit.
+"""User-facing errors, each reported in one line (jaxresnet.infra.cli prints them), and library noise.
 
-Also what every command shares around absl: `--help` exits 0, a bad or missing
-flag is one `error:` line with exit status 2, an interrupt (Ctrl-C, or SIGTERM
-before training) is one line with exit status 128 + the signal, and library
-noise (Orbax's logged tracebacks, asyncio's "Exception ignored in <coroutine>")
-goes to a log file instead of the terminal.
+The noise (Orbax's logged tracebacks, asyncio's "Exception ignored in
+<coroutine>") goes to a log file instead of the terminal.
 """
 import contextlib
 import logging
 import os
-import re
 import sys
 import threading
 import traceback
-from typing import Callable, List, Optional
+from typing import List
 
 from jaxresnet.infra import signals
 
@@ -44,89 +40,17 @@ class WorkdirBusyError(CheckpointError):
   """Another process holds the workdir's lock."""
 
 
-@contextlib.contextmanager
-def exit_on_user_error():
-  """Turns a JaxresnetError into `error: <message>` and exit status 1."""
-  try:
-    yield
-  except JaxresnetError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+# Moved to jaxresnet.infra.cli with the rest of the flag handling; still found here, for code that
+# imports them from this module.
+_MOVED_TO_CLI = ('exit_on_user_error', 'exit_on_extra_arguments', 'asks_for_help', 'flag_error_message',
+                 'parse_flags_or_exit', 'run_cli')
 
 
-def exit_on_extra_arguments(argv) -> None:
-  """For commands that take only flags: stray words are one line and exit status 2."""
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
-
-
-# --------------------------------------------------------------------------
-# Flags: the same behaviour in every command.
-
-_HELP_FLAGS = ('help', 'helpshort', 'helpfull', 'helpxml', '?')
-
-
-def asks_for_help(argv: List[str]) -> bool:
-  """Whether the command line holds one of absl's help flags (before any `--`)."""
-  for arg in argv[1:]:
-    if arg == '--':
-      return False
-    if arg.startswith('-') and arg.lstrip('-').split('=')[0] in _HELP_FLAGS:
-      return True
-  return False
-
-
-def flag_error_message(error: Exception) -> str:
-  """One line for absl's flag errors; missing required flags are named together."""
-  text = str(error)
-  missing = re.findall(r'Flag --(\w+) must have a value other than None', text)
-  if missing:
-    names = ', '.join(f'--{name}' for name in missing)
-    return f'missing required flag{"s" if len(missing) > 1 else ""} {names} (see --help)'
-  lines = text.strip().splitlines()
-  return lines[0] if lines else type(error).__name__
-
-
-def parse_flags_or_exit(argv: List[str], parse: Optional[Callable] = None):
-  """absl's flag parsing (or `parse`), but `--help` exits 0 and bad input is one line with exit status 2.
-
-  absl itself exits 1 after printing the help, and prints a bad flag as a
-  `FATAL Flags parsing error` with exit status 1. `parse` may raise ConfigError
-  for what it checks on top (main's config file).
-  """
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  parse = parse or flags.FLAGS
-  try:
-    return parse(argv)
-  except SystemExit as e:
-    if e.code == 1 and asks_for_help(argv):
-      sys.exit(0)  # The help was printed: that is success.
-    raise
-  except flags.Error as e:
-    message = flag_error_message(e)
-  except ConfigError as e:
-    message = str(e)
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  sys.exit(2)
-
-
-def run_cli(main: Callable, flags_parser: Optional[Callable] = None, stopped_hint: str = '') -> None:
-  """app.run(main) for a jaxresnet command: the flag behaviour above, and an interrupt in one line.
-
-  Call `signals.stop_on_signals()` first, before the slow imports, so that
-  SIGTERM is an interrupt too. `stopped_hint` follows the interrupt line, e.g.
-  'run the same command to continue'.
-  """
-  from absl import app  # pylint: disable=g-import-not-at-top
-  try:
-    app.run(main, flags_parser=flags_parser or parse_flags_or_exit)
-  except (KeyboardInterrupt, signals.Interrupted) as e:
-    sys.stdout.flush()
-    print(signals.stopped_line(e) + (f'; {stopped_hint}' if stopped_hint else ''), file=sys.stderr, flush=True)
-    # The `finally` blocks have run (temporary files are gone). Skip the interpreter's shutdown: an
-    # interrupt inside JAX's start-up or a compile can leave native threads that crash it (exit 139).
-    os._exit(128 + signals.signal_of(e))  # pylint: disable=protected-access
+def __getattr__(name):
+  if name in _MOVED_TO_CLI:
+    from jaxresnet.infra import cli  # pylint: disable=g-import-not-at-top
+    return getattr(cli, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 # --------------------------------------------------------------------------

@@ -12,10 +12,14 @@ the paper by as much, the data is the cause; where it does better, jaxresnet is.
 
 Shared with jaxresnet (the inputs, so both see the same problem): the config
 file and its overrides; `jaxresnet.data.load_dataset` (the same decoded uint8
-arrays, 45k/5k split and test set) and `data.input_statistics` (the per-pixel
+arrays, 45k/5k split and test set; with config.max_eval_examples the same
+evaluated subset, `evaluation.subset`) and `data.input_statistics` (the per-pixel
 mean); `config.validate` and `config.num_train_steps`; the workdir's files
 (metrics.jsonl through `MetricWriter`, results.json, config.json), so the report
-and `jaxresnet.plot` read a peer run like a jaxresnet one.
+and `jaxresnet.plot` read a peer run like a jaxresnet one. The files are
+written and read through jaxresnet.infra.rundir, which also says whether the
+run is finished and whether WORKDIR holds the same run, with jaxresnet's rules.
+The peer depends on jaxresnet's libraries only, never on its commands.
 
 Written here or in torch_resnet.py (the code under test, so nothing is shared
 by accident): the nets, their initialization and BatchNorm, the loss, the SGD
@@ -52,7 +56,6 @@ atomically). A WORKDIR holds one run: another config needs another WORKDIR
 unfinished one resumes from its checkpoint, on a CPU exactly.
 """
 import contextlib
-import json
 import math
 import os
 import sys
@@ -68,11 +71,11 @@ import numpy as np
 from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet import models
-from jaxresnet import report
-from jaxresnet import reproduce
+from jaxresnet.infra import rundir
 from jaxresnet.infra.errors import CheckpointError, ConfigError, exit_on_extra_arguments, exit_on_user_error
 from jaxresnet.infra.tensorboard import MetricWriter
 from jaxresnet.infra.signals import StopRequest
+from jaxresnet.training import evaluation
 
 try:
   import torch
@@ -88,9 +91,12 @@ CHECKPOINT_FILE = 'peer_checkpoint.pt'
 CUDA_GRAPH_WARMUP_STEPS = 3  # Eager steps before capture: cuDNN autotuning, autograd and allocator set-up.
 
 
+MISSING_TORCH = "the PyTorch peer needs torch: pip install 'jaxresnet[peer]' (from a checkout: pip install -e '.[peer]')"
+
+
 def require_torch() -> None:
   if torch is None:
-    raise ConfigError("the PyTorch peer needs torch: pip install -e '.[bench]' (run from the repository root)")
+    raise ConfigError(MISSING_TORCH)
 
 
 def peer_config(config: ml_collections.ConfigDict, padding: str = DEFAULT_PADDING) -> ml_collections.ConfigDict:
@@ -440,13 +446,6 @@ def restore_checkpoint(path: str, net, optimizer: SGD, device) -> int:
   return int(state['step'])
 
 
-def _write_json(path: str, value: Any) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(value if isinstance(value, str) else json.dumps(value, indent=2))
-  os.replace(tmp, path)
-
-
 def _make_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -489,9 +488,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
   rates = learning_rates(config, steps_per_epoch, total_steps)
 
-  reproduce.check_same_run(workdir, config)  # One run per workdir: never resume another config's checkpoint.
-  if report.is_finished(workdir, total_steps):
-    summary = report.read_json(os.path.join(workdir, 'results.json'))
+  rundir.check_not_member(workdir)
+  rundir.check_same_run(workdir, config)  # One run per workdir: never resume another config's checkpoint.
+  if rundir.finished(config, workdir, total_steps):
+    summary = rundir.read_results(workdir)
     print(f'{workdir} holds this peer run, finished at step {total_steps} (test error '
           f'{100 * summary["test_error"]:.2f}%): nothing to train', flush=True)
     return summary
@@ -510,8 +510,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                for a in data.input_statistics(dataset.train_images, config.normalization))
   on_device = lambda images, labels: (torch.as_tensor(images, device=device),
                                       torch.as_tensor(labels, dtype=torch.int64, device=device))
-  eval_sets = {'val': on_device(dataset.val_images, dataset.val_labels),
-               'test': on_device(dataset.test_images, dataset.test_labels)}
+  # With config.max_eval_examples, the subset of each split that jaxresnet's run of this config evaluates.
+  eval_sets = {name: on_device(*evaluation.subset(images, labels, config.get('max_eval_examples', 0)))
+               for name, (images, labels) in (('val', (dataset.val_images, dataset.val_labels)),
+                                              ('test', (dataset.test_images, dataset.test_labels)))}
   eval_sets = {name: split for name, split in eval_sets.items() if len(split[1])}
   devices = device_description(device)
 
@@ -522,7 +524,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                          config.batch_size, config.augment, device)
   writer = MetricWriter(workdir)
   writer.truncate_after(start_step)
-  _write_json(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2, sort_keys=True))
+  rundir.write_config(workdir, config)
   print(f'{config.model} (PyTorch peer, {config.peer_padding} padding): {num_params:,} parameters, '
         f'{macs / 1e6:.1f}M multiply-adds per image; data {data.describe(dataset)}; {devices}'
         f'{", CUDA graph" if train_step.graph is not None else ""}; {total_steps} steps of batch '
@@ -604,7 +606,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
              **{f'{name}_loss': r['loss'] for name, r in results.items()},
              'test_per_class_accuracy': results['test']['per_class_accuracy'],
              'class_names': dataset.class_names}
-  _write_json(os.path.join(workdir, 'results.json'), summary)
+  rundir.write_results(workdir, summary)
   print(f'final test error {100 * summary["test_error"]:.2f}% (accuracy {100 * summary["test_accuracy"]:.2f}%) '
         f'at step {step}', flush=True)
   return summary
@@ -614,7 +616,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  """--padding; --config and --workdir come from jaxresnet.main, with its one-line errors for bad ones."""
+  """--padding; --config and --workdir come from jaxresnet.infra.cli, with its one-line errors for bad ones."""
   flags.DEFINE_string('padding', DEFAULT_PADDING,
                       "Stride-2 convs: 'symmetric' pads (1, 1) like the paper's and akamaster's nets; 'same' "
                       "pads (0, 1) like jaxresnet's Flax 'SAME' convs.")
@@ -636,6 +638,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from jaxresnet import main as jaxresnet_main  # pylint: disable=g-import-not-at-top
+  from jaxresnet.infra import cli  # pylint: disable=g-import-not-at-top
+  cli.define_run_flags()
   define_flags()
-  app.run(main, flags_parser=jaxresnet_main.parse_flags_or_exit)
+  app.run(main, flags_parser=cli.parse_flags_or_exit)
