@@ -32,6 +32,14 @@ def _shared_compilation_cache(tmp_path_factory):
   yield
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _session_cache(tmp_path_factory):
+  """No test writes to the user's cache: fixtures wider than one test (set up before _private_cache) included."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('JAXRESNET_CACHE_DIR', str(tmp_path_factory.mktemp('session_cache')))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
   """Every test decodes into its own cache, so tests never see each other's arrays."""
