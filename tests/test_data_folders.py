@@ -94,3 +94,28 @@ def test_a_labelled_folder_reports_skipped_files_too(image_folder, capsys):
   assert capsys.readouterr().err.splitlines() == [
       f'warning: skipped 1 entry of {test_dir} that is not an image file (1 .txt); images are '
       f'{", ".join(data.IMAGE_EXTENSIONS)}']
+
+
+def test_a_labelled_folder_skips_broken_images_as_predict_does(image_folder, capsys):
+  """evaluate --data_dir refused a whole folder over one broken image, where predict skips it and goes on."""
+  test_dir = os.path.join(image_folder, 'test')
+  broken = [os.path.join(test_dir, 'cat', 'broken1.jpg'), os.path.join(test_dir, 'dog', 'broken2.png'),
+            os.path.join(test_dir, 'dog', 'broken3.jpg'), os.path.join(test_dir, 'ship', 'broken4.jpg')]
+  for path in broken:
+    with open(path, 'wb') as f:
+      f.write(b'not an image at all')
+  images, labels, changes = data.read_labelled_folder(image_folder, ['cat', 'dog', 'ship'], (32, 32, 3))
+  assert images.shape == (12, 32, 32, 3) and np.bincount(labels).tolist() == [4, 4, 4] and not changes
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith(f'warning: skipped 4 of 16 images in {test_dir} that could not be read: '
+                         f'{broken[0]}: ') and f'; {broken[1]}: ' in line and f'; {broken[2]}: ' in line, line
+  assert broken[3] not in line and line.endswith('; ...'), line  # The first few are named, not all.
+
+
+def test_a_labelled_folder_of_broken_images_only_is_one_error_line(tmp_path):
+  os.makedirs(tmp_path / 'mine' / 'cat')
+  (tmp_path / 'mine' / 'cat' / 'a.jpg').write_bytes(b'not an image')
+  with pytest.raises(DataError) as error:
+    data.read_labelled_folder(str(tmp_path / 'mine'), ['cat', 'dog'], (32, 32, 3))
+  message = str(error.value)
+  assert message.startswith(f'none of the 1 images in {tmp_path / "mine"} could be read: ') and '\n' not in message

@@ -252,12 +252,17 @@ def read_image_as(path: str, image_shape) -> Tuple[np.ndarray, Optional[str]]:
   return decode_image(path, (width, height)), changed
 
 
+SKIPPED_NAMED = 3  # How many unreadable images a labelled folder's warning names.
+
+
 def read_labelled_folder(root: str, class_names: List[str], image_shape):
   """(images, labels, changes) of a test-style folder, root/<class>/* or root/test/<class>/*.
 
   Labels are indices into `class_names` (the model's classes); the folder may
   hold fewer classes, but none the model does not know. `changes` lists
   (path, what it was) for each image resized or converted to `image_shape` RGB.
+  Images that cannot be read are left out, with one warning line naming the
+  first SKIPPED_NAMED of them; a folder with none readable is a DataError.
   """
   if not os.path.isdir(root):
     raise DataError(f'image folder {root!r} does not exist')
@@ -276,8 +281,26 @@ def read_labelled_folder(root: str, class_names: List[str], image_shape):
   warn_skipped(root, skipped)
   if not files:
     raise DataError(f'{root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+  if image_shape[-1] != 3:  # The model's, not an image's problem: it would fail every image.
+    raise DataError(f'the model takes {image_shape[-1]}-channel images; only RGB (3) files can be read')
+
+  def read(path):
+    try:
+      return read_image_as(path, image_shape)
+    except DataError as e:
+      return e
+
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-    decoded = list(pool.map(lambda f: read_image_as(f[0], image_shape), files))
-  changes = [(path, changed) for (path, _), (_, changed) in zip(files, decoded) if changed]
-  return (np.stack([image for image, _ in decoded]), np.array([label for _, label in files], np.int32),
-          changes)
+    decoded = list(pool.map(read, [path for path, _ in files]))
+  # A broken image is skipped and counted, as predict does, rather than refusing the whole folder.
+  broken = [str(result).removeprefix('cannot read image ') for result in decoded if isinstance(result, DataError)]
+  read_files = [(file, result) for file, result in zip(files, decoded) if not isinstance(result, DataError)]
+  if not read_files:
+    raise DataError(f'none of the {len(files)} images in {root} could be read: {broken[0]}')
+  if broken:
+    named = '; '.join(broken[:SKIPPED_NAMED]) + ('; ...' if len(broken) > SKIPPED_NAMED else '')
+    print(f'warning: skipped {len(broken)} of {len(files)} images in {root} that could not be read: {named}',
+          file=sys.stderr, flush=True)
+  changes = [(path, changed) for (path, _), (_, changed) in read_files if changed]
+  return (np.stack([image for _, (image, _) in read_files]),
+          np.array([label for (_, label), _ in read_files], np.int32), changes)
