@@ -50,7 +50,7 @@ def test_a_prepared_tfds_copy_is_read_without_probing_the_network(tmp_path, monk
   tfds = pytest.importorskip('tensorflow_datasets')
   builder = tfds.builder('cifar10', data_dir=str(tmp_path / 'tfds'))
   os.makedirs(builder.data_dir)  # What TFDS itself checks before downloading (here an empty, broken copy).
-  monkeypatch.setattr(data, 'can_connect', lambda *a: pytest.fail('probed although a copy is prepared'))
+  monkeypatch.setattr(data.tfds, 'can_connect', lambda *a: pytest.fail('probed although a copy is prepared'))
   with pytest.raises(DataError) as error:
     data.read_tfds('cifar10', str(tmp_path / 'tfds'))
   assert str(error.value).startswith("cannot load TFDS dataset 'cifar10': ")  # TFDS's own complaint.
