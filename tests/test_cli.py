@@ -1,5 +1,6 @@
 """What every command shares (issue 15): --help exits 0, a missing flag is one line with exit 2, Ctrl-C
 before training is one line, and main checks the cheap things before the slow ones."""
+import importlib.util
 import os
 import signal
 import subprocess
@@ -123,3 +124,49 @@ def test_an_uncreatable_workdir_is_reported_before_the_data_is_read(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [
       f'error: cannot write to workdir {blocker}/run: {blocker} is a file, not a directory']
+
+
+def parsed_config(*overrides, config_file=os.path.join(REPO, 'configs', 'default.py')):
+  """The config main's flag parsing gives for `overrides` (in this process, on fresh flags)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from jaxresnet.infra import cli  # pylint: disable=g-import-not-at-top
+  argv = ['main', f'--config={config_file}', '--workdir=unused', *overrides]
+  flag_values = flags.FlagValues()
+  cli.define_run_flags(flag_values, sys_argv=argv)  # ml_collections finds the overrides in sys.argv otherwise.
+  cli.parse_flags(argv, flag_values)
+  return flag_values.config
+
+
+def test_a_repeated_override_replaces_the_value():
+  # ml_collections joins a tuple field's repeated overrides: this trained with (100, 200, 300, 400).
+  config = parsed_config('--config.lr_boundaries=(100,200)', '--config.lr_boundaries=(300,400)')
+  assert tuple(config.lr_boundaries) == (300, 400)
+  assert tuple(parsed_config('--config.lr_boundaries', '(1,2)', '--config.lr_boundaries=(5,)').lr_boundaries) == (5,)
+  assert parsed_config('--config.seed=1', '--config.seed=2').seed == 2  # As scalars always did.
+  assert tuple(parsed_config('--config.lr_boundaries=(7,8)').lr_boundaries) == (7, 8)
+
+
+def run_outside_the_checkout(cwd, *args):
+  env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  return subprocess.run([sys.executable, '-m', 'jaxresnet.main', *args], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_outside_the_checkout_a_configs_path_or_a_name_means_the_installed_config(tmp_path):
+  installed = importlib.util.find_spec('jaxresnet.configs.resnet32').origin
+  workdir = tmp_path / 'run'
+  # A bad model override stops right after the config is read: the error shows which config was loaded.
+  for config_arg, note in (('configs/resnet32.py', [f'note: no configs/resnet32.py here; using the installed '
+                                                    f'jaxresnet.configs.resnet32 ({installed})']),
+                           ('resnet32', [])):
+    result = run_outside_the_checkout(tmp_path, f'--config={config_arg}', f'--workdir={workdir}',
+                                      '--config.model=resnet21')
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[:-1] == note and lines[-1].startswith("error: unknown model 'resnet21'"), result.stderr
+  missing = run_outside_the_checkout(tmp_path, '--config=configs/resnet99.py', f'--workdir={workdir}')
+  assert missing.returncode == 2
+  assert missing.stderr.strip().splitlines() == [
+      'error: cannot load the config file configs/resnet99.py: there is no such file (give a config file, or an '
+      "installed config's name such as resnet32; python -m jaxresnet.models lists them)"]
+  assert not workdir.exists()

@@ -7,7 +7,11 @@ an interrupt (Ctrl-C, or SIGTERM before training) is one line with exit status
 `run_cli(main)`.
 
 The training commands (main, sweep, the PyTorch peer) take `define_run_flags()`:
---config (an ml_collections config file), --workdir and the multi-process flags.
+--config, --workdir and the multi-process flags. --config is an ml_collections
+config file, or an installed config's name (`--config=resnet32`); a
+`configs/<name>.py` that is not there (a wheel installed outside the checkout)
+falls back to the installed one, with a line saying so. A field overridden
+twice takes the last value, tuples too.
 """
 import contextlib
 import difflib
@@ -73,8 +77,12 @@ def flag_error_message(error: Exception) -> str:
 # The flags of a training run.
 
 
-def define_run_flags(flag_values=None) -> None:
-  """--workdir, --config and the multi-process flags, each defined once however often this is called."""
+def define_run_flags(flag_values=None, sys_argv=None) -> None:
+  """--workdir, --config and the multi-process flags, each defined once however often this is called.
+
+  ml_collections defines a flag for each --config.<field> override it finds in
+  `sys_argv` (sys.argv by default: what absl's app.run parses).
+  """
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   flag_values = flag_values if flag_values is not None else flags.FLAGS
@@ -84,7 +92,7 @@ def define_run_flags(flag_values=None) -> None:
       CONFIG_FLAG: lambda: config_flags.DEFINE_config_file(
           CONFIG_FLAG, None, 'Config file, e.g. configs/resnet32.py, or an installed config\'s name, e.g. '
           'resnet32; its fields are explained in configs/default.py.',
-          flag_values=flag_values, lock_config=True),
+          flag_values=flag_values, lock_config=True, sys_argv=sys_argv),
       'distributed': lambda: flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
                                                '(auto-detected cluster).', flag_values=flag_values),
       'coordinator_address': lambda: flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, '
@@ -293,6 +301,7 @@ def parse_flags(argv, flag_values=None):
     except flags.Error as e:
       raise ConfigError(flag_error_message(e)) from None
   import ml_collections  # pylint: disable=g-import-not-at-top
+  argv = last_overrides_only(with_installed_config(argv))
   path = config_file_arg(argv)
   try:
     with errors.absl_warnings_off():  # ml_collections' own warning about a config file that fails: ours follows.
