@@ -77,6 +77,10 @@ def get_config():
   config.log_every_steps = 100  # metrics.jsonl; without a terminal a step line also comes every 30 s (jobs.HEARTBEAT_SECONDS).
   config.eval_every_steps = 2000  # 0 = only at the end.
   config.eval_batch_size = 1000  # capped at the largest evaluated split (bigger would only add padding).
+  # Evaluate at most this many images of each split (validation, test): a fixed, evenly spaced subset, for
+  # quick smoke runs (reproduce evaluates 1000 when --steps_scale < 1). 0 = every image. Its numbers are
+  # not comparable with a whole split's; a resumed run keeps it.
+  config.max_eval_examples = 0
   config.checkpoint_every_steps = 2000  # 0 = only at the end.
   config.checkpoints_to_keep = 3
   # When every checkpoint in the workdir is unreadable (moved to WORKDIR/unreadable_checkpoints/):

@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxresnet import data, evaluate
+from jaxresnet import data
+from jaxresnet.training import inference
 from jaxresnet.infra import devices
 from jaxresnet.training import train
 from jaxresnet.infra.errors import DataError
@@ -79,7 +80,7 @@ def test_custom_folder_errors(run):
 
 def test_restore_model_needs_no_data_and_loads_old_configs(run):
   workdir, _, _, root = run
-  _, _, _, full = evaluate.restore_run(workdir)
+  _, _, _, full = inference.restore_run(workdir)
   moved = str(root / 'run_copy')
   shutil.copytree(workdir, moved)
   config_path = os.path.join(moved, 'config.json')
@@ -88,7 +89,38 @@ def test_restore_model_needs_no_data_and_loads_old_configs(run):
   for field in ('dropout', 'squeeze_excitation', 'weight_decay_type', 'adam_b1'):  # and an older config.
     del saved[field]
   json.dump(saved, open(config_path, 'w'))
-  config, metadata, _, state = evaluate.restore_model(moved)
+  config, metadata, _, state = inference.restore_model(moved)
   assert metadata['class_names'] == ['cat', 'dog', 'ship'] and config.weight_decay_type == 'l2'
   for a, b in zip(jax.tree_util.tree_leaves(devices.to_host(full)), jax.tree_util.tree_leaves(devices.to_host(state))):
     np.testing.assert_array_equal(a, b)
+
+
+VIEWS = (('', ''), ('tta_', ', tta (flip)'), ('ema_', ', ema'), ('ema_tta_', ', ema + tta (flip)'))
+
+
+def test_evaluate_reports_the_ema_and_tta_numbers_of_results_json(image_folder, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3, ema_decay=0.9, tta='flip'), workdir)
+  results = json.load(open(os.path.join(workdir, 'results.json')))
+  assert results['ema_test_accuracy'] != results['test_accuracy'] or results['ema_test_loss'] != results['test_loss']
+  printed = run_module('jaxresnet.evaluate', f'--workdir={workdir}', check=True).stdout.splitlines()
+  for prefix, name in VIEWS:
+    line = next((l for l in printed if l.startswith(f'resnet8 at step 3 on test{name}: ')), None)
+    assert line is not None, (name, printed)
+    assert line.endswith(f': loss {results[prefix + "test_loss"]:.4f}  accuracy '
+                         f'{100 * results[prefix + "test_accuracy"]:.2f}%  error '
+                         f'{100 * results[prefix + "test_error"]:.2f}%'), (line, results)
+
+
+def test_a_run_with_max_eval_examples_evaluates_a_fixed_subset_and_evaluate_says_so(image_folder, tmp_path):
+  from jaxresnet.training import evaluation  # pylint: disable=g-import-not-at-top
+  images, labels = np.arange(12 * 2).reshape(12, 2), np.repeat(np.arange(3), 4)  # Sorted by class, as a folder.
+  picked_images, picked_labels = evaluation.subset(images, labels, 6)
+  assert picked_labels.tolist() == [0, 0, 1, 1, 2, 2] and picked_images[:, 0].tolist() == [0, 4, 8, 12, 16, 20]
+  assert evaluation.subset(images, labels, 0)[1] is labels and evaluation.subset(images, labels, 50)[1] is labels
+  workdir = str(tmp_path / 'run')
+  summary = train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3, max_eval_examples=6), workdir)
+  printed = run_module('jaxresnet.evaluate', f'--workdir={workdir}', check=True).stdout
+  assert [l.split()[-1] for l in printed.splitlines()[1:4]] == ['2)', '2)', '2)']  # '(of 2)' images per class.
+  assert printed.startswith(f'resnet8 at step 3 on test (6 of 12 images: the run\'s config.max_eval_examples): '
+                            f'loss {summary["test_loss"]:.4f}  accuracy {100 * summary["test_accuracy"]:.2f}%')

@@ -80,7 +80,7 @@ def test_four_device_train_and_evaluate_and_bad_batch(image_folder, tmp_path):
 
 @pytest.mark.skipif(jax.device_count() != 4, reason='needs 4 devices (run by test_runs_with_four_devices)')
 def test_four_device_population_splits_members_and_batch(image_folder, tmp_path):
-  from jaxresnet import evaluate  # pylint: disable=g-import-not-at-top
+  from jaxresnet.training import inference  # pylint: disable=g-import-not-at-top
   assert dict(devices.make_mesh(2).shape) == {'members': 2, 'data': 2}
   assert dict(devices.make_mesh(3).shape) == {'members': 1, 'data': 4}
   assert dict(devices.make_mesh(8).shape) == {'members': 4, 'data': 1}
@@ -100,8 +100,8 @@ def test_four_device_population_splits_members_and_batch(image_folder, tmp_path)
   first = lambda workdir: json.loads(open(os.path.join(workdir, 'metrics.jsonl')).readline())['train_loss']
   assert first(str(tmp_path / 'population' / 'seed2')) == pytest.approx(first(str(tmp_path / 'seed2')), rel=1e-5)
   assert summary['members'][1]['test_loss'] == pytest.approx(single['test_loss'], rel=1e-3)
-  _, _, _, member = evaluate.restore_model(str(tmp_path / 'population'), seed=2)
-  _, _, _, alone = evaluate.restore_model(str(tmp_path / 'seed2'))
+  _, _, _, member = inference.restore_model(str(tmp_path / 'population'), seed=2)
+  _, _, _, alone = inference.restore_model(str(tmp_path / 'seed2'))
   for a, b in zip(jax.tree_util.tree_leaves(devices.to_host(member.params)),
                   jax.tree_util.tree_leaves(devices.to_host(alone.params))):
     # Grouped (members') convolutions sum in another order than one net's: last bits, amplified by BatchNorm.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import evaluate
+from jaxresnet.training import inference
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import devices
 from jaxresnet.training import jobs
@@ -30,7 +30,7 @@ def first_logged(workdir):
 
 
 def params_of(workdir, seed=None):
-  _, _, _, state = evaluate.restore_model(workdir, seed=seed)
+  _, _, _, state = inference.restore_model(workdir, seed=seed)
   return devices.to_host(state.params)
 
 
@@ -84,7 +84,7 @@ def test_evaluate_and_predict_take_the_seed(image_folder, tmp_path):
   predicted = run_module('jaxresnet.predict', f'--workdir={population}', '--seed=7', image, check=True)
   assert predicted.stdout.startswith(f'{image}: ')
   with pytest.raises(CheckpointError, match=r'seeds 7-8; pass --seed=<one of them> \(not 3\)'):
-    evaluate.restore_model(population, seed=3)
+    inference.restore_model(population, seed=3)
 
 
 def test_a_frozen_member_drops_every_update_and_the_window_reports_each_diverged_member_once():
@@ -188,19 +188,19 @@ def test_population_sigterm_saves_all_members_and_exits_zero(tmp_path):
 
 
 def test_reproduce_trains_the_seeds_of_a_model_as_one_population(image_folder, tmp_path):
-  from jaxresnet import report, reproduce  # pylint: disable=g-import-not-at-top
+  from jaxresnet.experiments import reproduction, tables  # pylint: disable=g-import-not-at-top
   from test_reproduce import SCALE, TINY  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'he2016')
   settings = dict(workdir=workdir, models=['resnet8'], seeds=2, steps_scale=SCALE,
                   overrides={**TINY, 'data_dir': image_folder})
-  reproduce.reproduce(**settings)
+  reproduction.reproduce(**settings)
   model_dir = os.path.join(workdir, 'resnet8')
   assert visible(model_dir) == ['checkpoints', 'config.json', 'seed0', 'seed1']
   for seed in (0, 1):
     timing = json.load(open(os.path.join(model_dir, f'seed{seed}', 'timing.json')))['sessions'][0]
     assert timing['num_seeds'] == 2 and timing['seconds'] == pytest.approx(timing['population_seconds'] / 2)
-  row = report.collect(workdir)['models'][-1]
+  row = tables.collect(workdir)['models'][-1]
   assert row['model'] == 'resnet8' and row['num_finished'] == 2 and row['test_error_std'] is not None
   before = os.path.getmtime(os.path.join(model_dir, 'seed1', 'results.json'))
-  reproduce.reproduce(**settings)  # Finished: nothing is trained again.
+  reproduction.reproduce(**settings)  # Finished: nothing is trained again.
   assert os.path.getmtime(os.path.join(model_dir, 'seed1', 'results.json')) == before

@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxresnet import data, evaluate, predict
+from jaxresnet import data
+from jaxresnet.training import inference
 from jaxresnet.training import train
 from conftest import run_module, tiny_config, write_image_folder
 
@@ -52,7 +53,7 @@ def test_predict_a_folder_with_a_broken_file(run):
     assert re.fullmatch(r'(cat|dog|ship) \d+\.\d\d%  (cat|dog|ship) \d+\.\d\d%', text), text
 
   # The same probabilities as the model computes in-process, for the file given by name too.
-  _, metadata, _, state = evaluate.restore_model(workdir)
+  _, metadata, _, state = inference.restore_model(workdir)
   image, changed = data.read_image_as(str(samples / 'cat.jpg'), metadata['image_shape'])
   assert changed is None
   probabilities = np.asarray(jax.nn.softmax(state.apply_fn(
@@ -61,15 +62,15 @@ def test_predict_a_folder_with_a_broken_file(run):
   single = run_module('jaxresnet.predict', f'--workdir={workdir}', '--top_k=3', str(samples / 'cat.jpg'))
   assert single.returncode == 0, single.stderr
   assert single.stdout.strip() == (f'{samples / "cat.jpg"}: ' +
-                                   predict.format_top_k(probabilities, metadata['class_names'], 3))
-  assert predicted[str(samples / 'cat.jpg')] == predict.format_top_k(probabilities, metadata['class_names'], 2)
+                                   inference.format_top_k(probabilities, metadata['class_names'], 3))
+  assert predicted[str(samples / 'cat.jpg')] == inference.format_top_k(probabilities, metadata['class_names'], 2)
 
 
 def test_find_images_recurses_and_keeps_named_files(run):
   _, samples = run
-  found = predict.find_images([str(samples), str(samples / 'notes.txt')])
+  found = inference.find_images([str(samples), str(samples / 'notes.txt')])
   assert found == [str(samples / n) for n in ('big.png', 'broken.jpg', 'cat.jpg', 'nested/ship.jpg', 'notes.txt')]
 
 
 def test_format_top_k_orders_by_probability():
-  assert predict.format_top_k(np.array([0.1, 0.7, 0.2]), ['a', 'b', 'c'], 5) == 'b 70.00%  c 20.00%  a 10.00%'
+  assert inference.format_top_k(np.array([0.1, 0.7, 0.2]), ['a', 'b', 'c'], 5) == 'b 70.00%  c 20.00%  a 10.00%'

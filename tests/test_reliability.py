@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxresnet import data, evaluate
+from jaxresnet import data
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import cli
 from jaxresnet.infra import devices
@@ -30,7 +30,7 @@ from conftest import REPO, run_module, tiny_config, write_image_folder
 
 def final_state(workdir):
   """Every array of the workdir's newest checkpoint: weights, optimizer (SAM's too), EMA, key, step."""
-  config = evaluate.load_run_config(workdir)
+  config = rundir.load_config(workdir)
   dataset = data.load_dataset(config)
   _, state, _ = train.build(config, dataset, devices.make_mesh())
   manager = checkpoints.create_manager(workdir, read_only=True)

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import run_module
 from jaxresnet.infra import checkpoints
-from jaxresnet import report
-from jaxresnet import reproduce
+from jaxresnet.experiments import reproduction
+from jaxresnet.experiments import tables
+from jaxresnet.infra import rundir
 from jaxresnet.infra.errors import ConfigError, DataError
 
 # Tiny runs on the conftest image folder (40 train, 8 val, 12 test images): 64000 * 0.0001 = 6 steps.
@@ -33,31 +34,31 @@ def read_lines(path):
 
 
 def test_run_config_is_the_config_file_with_seed_and_overrides():
-  config = reproduce.run_config('resnet110', seed=2, batch_size=64, data_dir=None)
+  config = reproduction.run_config('resnet110', seed=2, batch_size=64, data_dir=None)
   assert (config.model, config.seed, config.batch_size) == ('resnet110', 2, 64)
   assert (config.num_train_steps, tuple(config.lr_boundaries)) == (64000, (32000, 48000))
   assert (config.warmup_steps, config.warmup, config.warmup_lr) == (400, 'constant', 0.01)  # The paper's.
-  assert reproduce.run_config('plain20').model == 'plain20'
+  assert reproduction.run_config('plain20').model == 'plain20'
   # A zoo model without a config file gets configs/default.py's recipe.
-  assert reproduce.run_config('resnet8').to_dict() == {**reproduce.run_config('resnet20').to_dict(),
+  assert reproduction.run_config('resnet8').to_dict() == {**reproduction.run_config('resnet20').to_dict(),
                                                        'model': 'resnet8'}
 
 
 def test_steps_scale_shrinks_the_whole_schedule():
-  config = reproduce.run_config('resnet110', steps_scale=0.0005)
+  config = reproduction.run_config('resnet110', steps_scale=0.0005)
   assert config.num_train_steps == 32
   assert tuple(config.lr_boundaries) == (16, 24)
   assert config.warmup_steps == 1  # 0.2 steps rounds up: a warm-up stays a warm-up.
   # Evaluations and checkpoints stay at most MAX_EVALS_PER_RUN (10) a run: every 4th of 32 steps.
   assert (config.eval_every_steps, config.checkpoint_every_steps, config.log_every_steps) == (4, 4, 1)
-  assert config.num_train_steps // config.eval_every_steps <= reproduce.MAX_EVALS_PER_RUN
-  assert reproduce.run_config('resnet20', steps_scale=0.5, eval_every_steps=7).eval_every_steps == 7
+  assert config.num_train_steps // config.eval_every_steps <= reproduction.MAX_EVALS_PER_RUN
+  assert reproduction.run_config('resnet20', steps_scale=0.5, eval_every_steps=7).eval_every_steps == 7
 
 
 @pytest.mark.parametrize('call,match', [
-    (lambda: reproduce.run_config('resnet21'), 'unknown model'),
-    (lambda: reproduce.run_config('resnet20', steps_scale=0), 'must be positive'),
-    (lambda: reproduce.run_config('resnet20', no_such_field=1), 'unknown config field'),
+    (lambda: reproduction.run_config('resnet21'), 'unknown model'),
+    (lambda: reproduction.run_config('resnet20', steps_scale=0), 'must be positive'),
+    (lambda: reproduction.run_config('resnet20', no_such_field=1), 'unknown config field'),
 ])
 def test_bad_settings_are_config_errors(call, match):
   with pytest.raises(ConfigError, match=match):
@@ -65,15 +66,30 @@ def test_bad_settings_are_config_errors(call, match):
 
 
 def test_a_run_dir_with_another_config_is_refused(tmp_path):
-  config = reproduce.run_config('resnet20')
+  config = reproduction.run_config('resnet20')
   os.makedirs(tmp_path / 'run')
   with open(tmp_path / 'run' / 'config.json', 'w') as f:
     f.write(config.to_json_best_effort())
-  changed = reproduce.run_config('resnet20', data_dir='/elsewhere', eval_every_steps=5)
-  reproduce.check_same_run(str(tmp_path / 'run'), changed)  # Paths and intervals may change.
+  changed = reproduction.run_config('resnet20', data_dir='/elsewhere', eval_every_steps=5)
+  rundir.check_same_run(str(tmp_path / 'run'), changed)  # Paths and intervals may change.
   changed.learning_rate = 0.2
   with pytest.raises(ConfigError, match=r"learning_rate: 0\.1 there, 0\.2 now"):
-    reproduce.check_same_run(str(tmp_path / 'run'), changed)
+    rundir.check_same_run(str(tmp_path / 'run'), changed)
+
+
+def test_a_run_dir_from_before_a_field_was_added_to_the_defaults_is_the_same_run(tmp_path):
+  """As a resume of main decides it (config.recipe_differences): a field the file lacks has its default."""
+  config = reproduction.run_config('resnet20')
+  saved = json.loads(config.to_json_best_effort())
+  for field in ('tta', 'ema_decay', 'num_seeds'):  # Fields added to configs/default.py after the run started.
+    del saved[field]
+  os.makedirs(tmp_path / 'run')
+  with open(tmp_path / 'run' / 'config.json', 'w') as f:
+    json.dump(saved, f)
+  rundir.check_same_run(str(tmp_path / 'run'), config)
+  config.tta = 'flip'
+  with pytest.raises(ConfigError, match=r"tta: '' there, 'flip' now"):
+    rundir.check_same_run(str(tmp_path / 'run'), config)
 
 
 # --------------------------------------------------------------------------
@@ -96,7 +112,7 @@ def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_pa
 
   data = json.load(open(workdir / 'report.json'))
   rows = {row['model']: row for row in data['models']}
-  assert list(rows)[:9] == list(report.TABLES['he2016'].models)  # The paper's rows, run or not.
+  assert list(rows)[:9] == list(tables.TABLES['he2016'].models)  # The paper's rows, run or not.
   assert rows['resnet20']['num_finished'] == 0 and rows['resnet20']['paper_test_error'] == 0.0875
   resnet8 = rows['resnet8']
   results = json.load(open(workdir / 'resnet8' / 'seed0' / 'results.json'))
@@ -105,10 +121,13 @@ def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_pa
   assert (resnet8['num_params'], resnet8['macs']) == (results['num_params'], results['macs'])
   assert resnet8['devices'] == [results['devices']]
   assert data['settings'] == {'table': 'he2016', 'steps_scale': SCALE, 'dataset': 'image_folder',
-                              'recipe_overrides': {'batch_size': 8, 'num_val_examples': 8}}
+                              'recipe_overrides': {'batch_size': 8, 'num_val_examples': 8},
+                              'max_eval_examples': reproduction.SMOKE_EVAL_EXAMPLES}  # Scaled down: a smoke run.
+  assert json.load(open(workdir / 'resnet8' / 'seed0' / 'config.json'))['max_eval_examples'] == 1000
 
   markdown = (workdir / 'report.md').read_text()
   assert '**Shortened schedule**' in markdown and '`batch_size=8`' in markdown
+  assert '**Evaluated on a subset**: at most 1,000 images of each split' in markdown
   assert f'| ResNet-8 | {resnet8["num_params"] / 1e6:.2f}M | — | {resnet8["macs"] / 1e6:.2f}M | — |' in markdown
   assert f'{100 * results["test_error"]:.2f} | 1/1 |' in markdown
   assert '| ResNet-110 | — | 1.70M | — | 6.43 | not run |' in markdown
@@ -135,6 +154,25 @@ def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_pa
   assert 'use another --workdir' in other.stderr
 
 
+def test_a_workdir_keeps_its_evaluation_subset_and_one_started_before_it_existed_evaluates_everything(
+    tmp_path, monkeypatch):
+  planned = []
+  monkeypatch.setattr(reproduction, '_train_runs', lambda workdir, runs, plan, output: planned.append((runs, plan)))
+  settings = dict(models=['resnet8'], seeds=1, overrides={'dataset': 'image_folder', 'data_dir': '/unused'})
+  reproduction.reproduce(str(tmp_path / 'new'), steps_scale=SCALE, **settings)
+  reproduction.reproduce(str(tmp_path / 'full'), steps_scale=1.0, **settings)
+  old = tmp_path / 'old'  # A plan written before max_eval_examples existed: it evaluated every image.
+  os.makedirs(old)
+  with open(old / 'reproduce.json', 'w') as f:
+    json.dump({'table': 'he2016', 'settings': {'table': 'he2016', 'steps_scale': SCALE, 'dataset': 'image_folder',
+                                               'recipe_overrides': {}}}, f)
+  reproduction.reproduce(str(old), steps_scale=SCALE, **settings)
+  with pytest.raises(ConfigError, match='was started with settings'):
+    reproduction.reproduce(str(old), steps_scale=SCALE, max_eval_examples=500, **settings)
+  assert [[config.max_eval_examples for _, _, config, _ in runs] for runs, _ in planned] == [[1000], [0], [0]]
+  assert ['max_eval_examples' in plan['settings'] for _, plan in planned] == [True, False, False]
+
+
 def test_a_stopped_run_ends_the_table_and_resumes_with_its_time_added_up(image_folder, tmp_path, monkeypatch):
   if threading.current_thread() is not threading.main_thread():
     pytest.skip('signal handlers need the main thread')
@@ -149,31 +187,31 @@ def test_a_stopped_run_ends_the_table_and_resumes_with_its_time_added_up(image_f
 
   monkeypatch.setattr(checkpoints, 'save', save_then_sigterm)
   settings['population'] = False  # Seed by seed: the stop must also end the table.
-  reproduce.reproduce(seeds=2, **settings)  # Stops at the next step, 4, with a checkpoint.
+  reproduction.reproduce(seeds=2, **settings)  # Stops at the next step, 4, with a checkpoint.
   run = os.path.join(workdir, 'resnet8', 'seed0')
   assert not os.path.exists(os.path.join(run, 'results.json'))
   assert not os.path.exists(os.path.join(workdir, 'resnet8', 'seed1'))  # The table stopped too.
   first_session = json.load(open(os.path.join(run, 'timing.json')))['sessions'][0]['seconds']
   assert first_session > 0
-  row = report.collect(workdir)['models'][-1]
+  row = tables.collect(workdir)['models'][-1]
   assert row['model'] == 'resnet8' and row['num_finished'] == 0
   assert [(r['status'], r['step']) for r in row['runs']] == [('unfinished', 4), ('not started', None)]
 
-  reproduce.reproduce(seeds=1, **settings)
+  reproduction.reproduce(seeds=1, **settings)
   assert json.load(open(os.path.join(run, 'results.json')))['step'] == 6
   assert [r['step'] for r in read_lines(os.path.join(run, 'metrics.jsonl'))] == [2, 3, 4, 6]
   sessions = json.load(open(os.path.join(run, 'timing.json')))['sessions']
   assert len(sessions) == 2 and sessions[0]['seconds'] == first_session
-  row = report.collect(workdir)['models'][-1]
+  row = tables.collect(workdir)['models'][-1]
   assert row['num_finished'] == 1 and row['num_seeds'] == 2  # The plan still has 2 seeds.
   assert row['wall_clock_seconds_mean'] == pytest.approx(sum(s['seconds'] for s in sessions))
 
 
 def test_a_session_that_fails_still_records_its_time(tmp_path):
-  config = reproduce.run_config('resnet8', dataset='image_folder', data_dir=str(tmp_path / 'missing'))
+  config = reproduction.run_config('resnet8', dataset='image_folder', data_dir=str(tmp_path / 'missing'))
   with pytest.raises(DataError, match='does not exist'):
-    reproduce.train_run(config, str(tmp_path / 'run'))
-  sessions = json.load(open(tmp_path / 'run' / report.TIMING_FILE))['sessions']
+    reproduction.train_run(config, str(tmp_path / 'run'))
+  sessions = json.load(open(tmp_path / 'run' / rundir.TIMING_FILE))['sessions']
   assert len(sessions) == 1 and sessions[0]['seconds'] >= 0 and sessions[0]['versions']['jax']
 
 
@@ -182,12 +220,12 @@ def test_a_session_that_fails_still_records_its_time(tmp_path):
 
 
 def fake_run(workdir, model, seed, test_error=None, step=10, num_train_steps=10, seconds=(60.0,),
-             dataset='image_folder', class_names=report.CIFAR10_CLASSES):
+             dataset='image_folder', class_names=tables.CIFAR10_CLASSES):
   """The files of a run: finished (results.json) when test_error is given, else unfinished."""
-  directory = report.run_dir(str(workdir), model, seed)
+  directory = tables.run_dir(str(workdir), model, seed)
   os.makedirs(directory)
   with open(os.path.join(directory, 'config.json'), 'w') as f:
-    f.write(reproduce.run_config(model, seed, dataset=dataset, data_dir='/data/cifar10_jpeg').to_json_best_effort())
+    f.write(reproduction.run_config(model, seed, dataset=dataset, data_dir='/data/cifar10_jpeg').to_json_best_effort())
   config = json.load(open(os.path.join(directory, 'config.json')))
   config['num_train_steps'] = num_train_steps
   json.dump(config, open(os.path.join(directory, 'config.json'), 'w'))
@@ -195,7 +233,7 @@ def fake_run(workdir, model, seed, test_error=None, step=10, num_train_steps=10,
     for s in range(1, step + 1):
       f.write(json.dumps({'step': s, 'train_accuracy': 0.5, 'train_images_per_second': 1000.0 * s,
                           **({'test_error': 0.5} if s % 5 == 0 else {})}) + '\n')
-  with open(os.path.join(directory, report.TIMING_FILE), 'w') as f:
+  with open(os.path.join(directory, rundir.TIMING_FILE), 'w') as f:
     json.dump({'sessions': [{'seconds': s, 'versions': {'jax': '0.0'}} for s in seconds]}, f)
   if test_error is not None:
     with open(os.path.join(directory, 'results.json'), 'w') as f:
@@ -209,10 +247,10 @@ def test_report_means_finished_seeds_and_shows_the_rest_as_they_are(tmp_path):
   fake_run(tmp_path, 'resnet20', 2, step=7)  # Unfinished: not averaged.
   fake_run(tmp_path, 'resnet56', 0, test_error=0.07, step=8, num_train_steps=10)  # Stopped early.
   fake_run(tmp_path, 'resnet110', 0, step=3)
-  with open(tmp_path / report.PLAN_FILE, 'w') as f:
+  with open(tmp_path / rundir.PLAN_FILE, 'w') as f:
     json.dump({'table': 'he2016', 'seeds': 3, 'models': ['resnet20', 'resnet56', 'resnet110'],
                'settings': {'steps_scale': 1.0}, 'commands': ['python -m jaxresnet.reproduce ...']}, f)
-  data = report.write_report(str(tmp_path))
+  data = tables.write_report(str(tmp_path))
 
   rows = {row['model']: row for row in data['models']}
   resnet20 = rows['resnet20']
@@ -242,7 +280,7 @@ def test_report_means_finished_seeds_and_shows_the_rest_as_they_are(tmp_path):
 
 
 def test_report_of_an_empty_workdir_says_so(tmp_path):
-  data = report.write_report(str(tmp_path))
+  data = tables.write_report(str(tmp_path))
   assert data['figure'] is None and all(row['num_finished'] == 0 for row in data['models'])
   markdown = (tmp_path / 'report.md').read_text()
   assert 'no runs yet' in markdown and 'figure6.png' not in markdown

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from jaxresnet import sweep
+from jaxresnet.experiments import sweeps
 from jaxresnet.infra.errors import ConfigError
 from conftest import run_module, tiny_config
 
@@ -46,8 +46,8 @@ def test_sweep_cli_runs_a_2x1_grid_and_skips_it_on_rerun(image_folder, tmp_path)
 def test_unfinished_points_resume(image_folder, tmp_path):
   workdir = str(tmp_path / 'sweep')
   grid = [('learning_rate', [0.05])]
-  sweep.run_sweep(tiny_config(image_folder, num_train_steps=2, log_every_steps=1), workdir, grid)
-  results = sweep.run_sweep(tiny_config(image_folder, num_train_steps=4, log_every_steps=1), workdir, grid)
+  sweeps.run_sweep(tiny_config(image_folder, num_train_steps=2, log_every_steps=1), workdir, grid)
+  results = sweeps.run_sweep(tiny_config(image_folder, num_train_steps=4, log_every_steps=1), workdir, grid)
   assert results['learning_rate=0.05']['step'] == 4
   steps = [json.loads(l)['step'] for l in open(os.path.join(workdir, 'learning_rate=0.05', 'metrics.jsonl'))]
   assert steps == [1, 2, 3, 4]  # Steps 1-2 from the first sweep, 3-4 resumed.
@@ -68,19 +68,19 @@ def test_bad_sweep_values_are_one_line(tmp_path, arg, message):
 
 def test_values_are_parsed_to_the_field_type():
   config = tiny_config('unused')
-  grid = sweep.parse_grid(['--sweep.lr_boundaries=(100,150),(200,)', '--sweep.augment=true,False',
+  grid = sweeps.parse_grid(['--sweep.lr_boundaries=(100,150),(200,)', '--sweep.augment=true,False',
                            '--sweep.batch_size=64,128', '--sweep.learning_rate=1,0.5'], config)
   assert grid == [('lr_boundaries', [(100, 150), (200,)]), ('augment', [True, False]),
                   ('batch_size', [64, 128]), ('learning_rate', [1.0, 0.5])]
   assert isinstance(grid[3][1][0], float)
-  assert sweep.point_name(['lr_boundaries', 'augment'], [(100, 150), True]) == 'lr_boundaries=(100,150),augment=True'
+  assert sweeps.point_name(['lr_boundaries', 'augment'], [(100, 150), True]) == 'lr_boundaries=(100,150),augment=True'
   for bad, message in (('--sweep.batch_size=1.5', "'1.5' is not a valid int"),
                        ('--sweep.augment=maybe', "'maybe' is not a valid bool"),
                        ('--sweep.batch_size', 'expected --sweep.<field>=value1,value2'),
                        ('--sweep.seed=1', None)):
     if message is None:
       with pytest.raises(ConfigError, match='given twice'):
-        sweep.parse_grid([bad, bad], config)
+        sweeps.parse_grid([bad, bad], config)
     else:
       with pytest.raises(ConfigError, match=message):
-        sweep.parse_grid([bad], config)
+        sweeps.parse_grid([bad], config)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxresnet import data, evaluate, models
+from jaxresnet import data, models
+from jaxresnet.training import inference
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import devices
 from jaxresnet.training import evaluation
@@ -95,7 +96,7 @@ def test_same_seed_same_run_other_seed_other_run(image_folder, tmp_path):
   runs = {}
   for name, seed in (('a', 0), ('b', 0), ('c', 1)):
     train.train_and_evaluate(tiny_config(image_folder, seed=seed, num_train_steps=3), str(tmp_path / name))
-    _, _, _, state = evaluate.restore_run(str(tmp_path / name))
+    _, _, _, state = inference.restore_run(str(tmp_path / name))
     runs[name] = jax.tree_util.tree_leaves(devices.to_host(state.params))
   assert all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['b']))
   assert not all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['c']))

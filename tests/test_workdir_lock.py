@@ -56,7 +56,7 @@ def wait_until(predicate, process, timeout=120):
 HOLD = """
 import sys, time
 from jaxresnet.infra import rundir
-lock = workdir.lock_workdir(sys.argv[1])
+lock = rundir.lock_workdir(sys.argv[1])
 print('holding', flush=True)
 time.sleep(120)
 """

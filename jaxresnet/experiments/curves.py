@@ -8,12 +8,12 @@ test error, in percent against iterations. Training error at a logged step is
 train-mode BatchNorm); test error comes from the eval steps.
 """
 import dataclasses
-import json
 import os
 from typing import List, Optional, Sequence
 
 import numpy as np
 
+from jaxresnet.infra import rundir
 from jaxresnet.infra.errors import DataError
 
 FIGSIZE = (12.0, 4.5)  # inches; the PNG is FIGSIZE * dpi pixels.
@@ -40,26 +40,13 @@ def pretty_name(model: str) -> str:
 
 
 def read_metrics(workdir: str) -> List[dict]:
-  """The complete lines of WORKDIR/metrics.jsonl."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
-    raise DataError(f'{workdir} has no metrics.jsonl (not a training workdir)')
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # A line cut short by a crash.
-  return records
+  """The complete lines of WORKDIR/metrics.jsonl (read by rundir, the run files' one owner)."""
+  return rundir.read_metrics(workdir)
 
 
 def read_config(workdir: str) -> dict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  """WORKDIR/config.json as written, {} without one (rundir.read_config)."""
+  return rundir.read_config(workdir)
 
 
 def load_curve(workdir: str, label: Optional[str] = None) -> Curve:

@@ -205,6 +205,12 @@ def restore(manager: ocp.CheckpointManager, state, step: int, fields: Optional[S
     verify(step, restored, metadata)
   except UnreadableCheckpoint as e:
     raise UnreadableCheckpoint(step, e.reason, str(manager.directory)) from None
+  if 'step' in restored:  # A checkpoint copied under another step number (cp -a 40 60): intact, but not step 60.
+    inside = sorted({int(s) for s in np.ravel(_host(restored['step']))})  # One per member of a population.
+    if inside != [step]:
+      raise CheckpointError(f'checkpoint {step} in {manager.directory} holds the state of step '
+                            f'{", ".join(map(str, inside))} (copied or renamed under another step number?); '
+                            f'move it out of {manager.directory}')
   return flax.serialization.from_state_dict(state, {**flax.serialization.to_state_dict(state), **restored})
 
 

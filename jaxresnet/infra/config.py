@@ -42,7 +42,8 @@ def validate(config, num_devices: int = 1) -> None:
                       'JAX keeps 32 bits of a seed, so a larger one would train what a smaller one trains')
   positive = ['batch_size', 'eval_batch_size', 'log_every_steps', 'checkpoints_to_keep']
   non_negative = ['learning_rate', 'weight_decay', 'momentum', 'warmup_steps', 'warmup_lr',
-                  'eval_every_steps', 'checkpoint_every_steps', 'num_val_examples', 'lr_decay_factor']
+                  'eval_every_steps', 'checkpoint_every_steps', 'num_val_examples', 'lr_decay_factor',
+                  'max_eval_examples']
   for field in positive:
     if not config[field] > 0:
       raise ConfigError(f'config.{field}={config[field]!r} must be positive')

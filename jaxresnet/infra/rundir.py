@@ -1,4 +1,13 @@
-"""The run's workdir: checked before any slow work, then written by one process at a time.
+"""The run's workdir: its files, checked before any slow work, then written by one process at a time.
+
+This module is the one owner of a run's files (config.json, results.json,
+timing.json, the metrics.jsonl it reads, reproduce's plan file): every command
+and library reads and writes them here, and asks it the two questions about
+them, with one rule each: is a run finished (`finished`: results.json at its
+last step), and does a directory hold the same run as a config
+(`check_same_run`: config.recipe_differences, defaults filled in). A
+population member's folder, WORKDIR/seed<k>, is written by its population only
+(`check_not_member`).
 
 `check_before_run` is what `train.train_and_evaluate` does first, in a
 second: a workdir that is a file, unwritable, in use by another process, or
@@ -12,15 +21,19 @@ holder. The kernel releases it when the process ends, however it ends (kill
 multi-process run (jax.distributed) only process 0 takes it.
 """
 import fcntl
+import json
+import math
 import os
+import re
 import socket
 import tempfile
 import time
 import weakref
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from jaxresnet.infra import checkpoints
-from jaxresnet.infra.errors import CheckpointError, WorkdirBusyError
+from jaxresnet.infra import config as config_lib
+from jaxresnet.infra.errors import CheckpointError, ConfigError, DataError, WorkdirBusyError
 
 LOCK_FILE = '.lock'
 
@@ -142,7 +155,9 @@ def check_before_run(workdir: str, config) -> Optional[WorkdirLock]:
   recipe (checkpoints.check_newest_matches). An existing workdir is locked here
   already (returned; `open_run` takes it over). A new one is only created by
   `open_run`, once the data has loaded, so bad input leaves nothing behind.
+  A population member's folder (WORKDIR/seed<k>) is refused: its population writes it.
   """
+  check_not_member(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise CheckpointError(f'--workdir {workdir} is a file, not a directory; choose another --workdir')
   if not os.path.exists(workdir):
@@ -190,3 +205,219 @@ def log_path(workdir: str) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   index = jax.process_index()
   return os.path.join(workdir, 'log.txt' if index == 0 else f'log.process{index}.txt')
+
+
+# --------------------------------------------------------------------------
+# The run's files. This module alone writes and reads them (metrics.jsonl is appended by
+# tensorboard.MetricWriter and read here), and says whether a run is finished and whether a
+# directory holds the same run as a config: one rule each, for main, evaluate, predict, sweep,
+# reproduce and the PyTorch peer.
+
+CONFIG_FILE = 'config.json'  # The run's config (resolved), rewritten by every session.
+RESULTS_FILE = 'results.json'  # The final model's numbers: written once the run reached its last step.
+METRICS_FILE = 'metrics.jsonl'  # One JSON object per logged step (tensorboard.MetricWriter).
+TIMING_FILE = 'timing.json'  # reproduce: the wall-clock time of each training session.
+PLAN_FILE = 'reproduce.json'  # reproduce's workdir: its commands and settings.
+# The trainer of a run whose config.json does not say (jaxresnet's own); the PyTorch peer's says 'pytorch'.
+DEFAULT_TRAINER = 'jaxresnet'
+
+
+def read_json(path: str) -> Optional[Any]:
+  """The JSON value in `path`; None if there is none, or only a part of one (a crash while writing)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError, NotADirectoryError):
+    return None
+
+
+def strict_json(value: Any) -> Tuple[Any, Any]:
+  """(value with each NaN and infinity made null, what each was: None if none was found).
+
+  JSON has no NaN or infinity (Python writes them as bare NaN/Infinity, which
+  strict readers refuse). Where a dict's value holds some, `<key>_not_finite`
+  beside it says what they were: 'nan', 'inf' or '-inf', or for a list
+  {index: ...}.
+  """
+  if isinstance(value, float) and not math.isfinite(value):
+    return None, 'nan' if math.isnan(value) else ('inf' if value > 0 else '-inf')
+  if isinstance(value, dict):
+    clean = {}
+    for key, item in value.items():
+      clean[key], what = strict_json(item)
+      if what is not None:
+        clean[f'{key}_not_finite'] = what
+    return clean, None
+  if isinstance(value, (list, tuple)):
+    pairs = [strict_json(item) for item in value]
+    found = {str(i): what for i, (_, what) in enumerate(pairs) if what is not None}
+    return [item for item, _ in pairs], found or None
+  return value, None
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes `value` to `path` as strict JSON (strict_json), atomically: a crash or a full disk leaves the old
+  file or the new one, never a half or empty one. CheckpointError, naming the file, if it cannot be written."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(strict_json(value)[0], f, indent=2, allow_nan=False)
+      f.flush()
+      os.fsync(f.fileno())  # On disk before the rename: else a power cut can leave an empty file.
+    os.replace(tmp, path)
+  except OSError as e:
+    raise CheckpointError(f'cannot write {path}: {e.strerror or e}') from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def read_config(directory: str) -> Dict[str, Any]:
+  """DIRECTORY/config.json as written ({} if it has none)."""
+  return read_json(os.path.join(directory, CONFIG_FILE)) or {}
+
+
+def load_config(directory: str):
+  """DIRECTORY/config.json as a ConfigDict; fields added to configs/default.py since it was written get their
+  defaults. One line if the directory holds no run."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxresnet.configs import default  # pylint: disable=g-import-not-at-top
+  check_not_member(directory, 'evaluate it')
+  saved = read_json(os.path.join(directory, CONFIG_FILE))
+  if not isinstance(saved, dict):
+    raise CheckpointError(f'{directory} is not a training workdir: it has no readable {CONFIG_FILE}')
+  config = default.get_config().to_dict()
+  config.update(saved)
+  return ml_collections.ConfigDict(config)
+
+
+def write_config(directory: str, config) -> None:
+  """DIRECTORY/config.json: the resolved config (a ConfigDict), its keys sorted."""
+  os.makedirs(directory, exist_ok=True)
+  write_json(os.path.join(directory, CONFIG_FILE), json.loads(config.to_json_best_effort(sort_keys=True)))
+
+
+def read_results(directory: str) -> Optional[Dict[str, Any]]:
+  return read_json(os.path.join(directory, RESULTS_FILE))
+
+
+def write_results(directory: str, summary: Dict[str, Any]) -> None:
+  os.makedirs(directory, exist_ok=True)
+  write_json(os.path.join(directory, RESULTS_FILE), summary)
+
+
+def read_metrics(directory: str) -> List[Dict[str, Any]]:
+  """The complete lines of DIRECTORY/metrics.jsonl; DataError if it has none."""
+  path = os.path.join(directory, METRICS_FILE)
+  if not os.path.exists(path):
+    raise DataError(f'{directory} has no {METRICS_FILE} (not a training workdir)')
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue  # A line cut short by a crash.
+  return records
+
+
+def read_timing(directory: str) -> Dict[str, Any]:
+  """DIRECTORY/timing.json: {'sessions': [...]}, empty for a run that has none yet."""
+  timing = read_json(os.path.join(directory, TIMING_FILE))
+  return timing if isinstance(timing, dict) and 'sessions' in timing else {'sessions': []}
+
+
+def write_timing(directory: str, timing: Dict[str, Any]) -> None:
+  os.makedirs(directory, exist_ok=True)
+  write_json(os.path.join(directory, TIMING_FILE), timing)
+
+
+def read_plan(workdir: str) -> Dict[str, Any]:
+  """A reproduce workdir's plan: its table, settings, models, seeds and commands ({} if none)."""
+  return read_json(os.path.join(workdir, PLAN_FILE)) or {}
+
+
+def write_plan(workdir: str, plan: Dict[str, Any]) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  write_json(os.path.join(workdir, PLAN_FILE), plan)
+
+
+def member_dirs(config, workdir: str) -> List[str]:
+  """Where each member of a run writes its config, metrics and results: the workdir itself for a single run,
+  WORKDIR/seed<k> for each seed k of a population (config.num_seeds > 1)."""
+  num_seeds = config.get('num_seeds', 1)
+  if num_seeds == 1:
+    return [workdir]
+  return [os.path.join(workdir, f'seed{config.seed + k}') for k in range(num_seeds)]
+
+
+def population_of(directory: str) -> Optional[Tuple[str, int]]:
+  """(the population's workdir, the seed) if `directory` is a population member's folder, WORKDIR/seed<k>.
+
+  A member is known by its place: a folder named seed<k> in a workdir whose
+  config.json is that of a population (num_seeds > 1) with seed k among its seeds.
+  """
+  path = os.path.abspath(directory)
+  match = re.fullmatch(r'seed(\d+)', os.path.basename(path))
+  if not match:
+    return None
+  parent = os.path.dirname(path)
+  config = read_config(parent)
+  num_seeds, first = config.get('num_seeds', 1), config.get('seed')
+  if not (isinstance(num_seeds, int) and num_seeds > 1 and isinstance(first, int)):
+    return None
+  seed = int(match.group(1))
+  return (parent, seed) if first <= seed < first + num_seeds else None
+
+
+def check_not_member(directory: str, instead: str = 'resume it') -> None:
+  """One line if `directory` is a population member's folder: only its population writes there."""
+  member = population_of(directory)
+  if member is not None:
+    parent, seed = member
+    raise CheckpointError(f'{directory} is seed {seed} of the population in {parent} (its config.json has '
+                          f'num_seeds > 1): only that population writes there; to {instead}, use '
+                          f'--workdir={parent} (with --seed={seed} for evaluate and predict)')
+
+
+def is_finished(directory: str, total_steps: int) -> bool:
+  """Whether the run in `directory` is finished: its results.json was written at its last step, `total_steps`."""
+  results = read_results(directory)
+  return isinstance(results, dict) and results.get('step') == total_steps
+
+
+def finished(config, workdir: str, total_steps: Optional[int] = None) -> bool:
+  """Whether the run `config` describes is finished in `workdir` (every member, for a population).
+
+  `total_steps` is the run's length; by default config.num_train_steps (pass it
+  for a run set in epochs, whose length depends on the data).
+  """
+  total_steps = config.num_train_steps if total_steps is None else total_steps
+  return all(is_finished(d, total_steps) for d in member_dirs(config, workdir))
+
+
+def same_run_differences(saved: Dict[str, Any], config) -> List[Tuple[str, Any, Any]]:
+  """(field, saved value, config's value) for each difference between the run a config.json describes and
+  `config`: infra/config.py's recipe_differences (bookkeeping ignored, a field the file lacks counts as its
+  default), plus the trainer (jaxresnet's, or the PyTorch peer's)."""
+  mine = json.loads(config.to_json_best_effort()) if hasattr(config, 'to_json_best_effort') else dict(config)
+  differences = []
+  trainers = (saved.get('trainer', DEFAULT_TRAINER), mine.get('trainer', DEFAULT_TRAINER))
+  if trainers[0] != trainers[1]:
+    differences.append(('trainer', *trainers))
+  return differences + [d for d in config_lib.recipe_differences(saved, mine) if d[0] != 'trainer']
+
+
+def check_same_run(directory: str, config) -> None:
+  """One line (ConfigError) if `directory` holds a run of another config than `config`; nothing if it holds none."""
+  saved = read_config(directory)
+  if not saved:
+    return
+  differences = same_run_differences(saved, config)
+  if differences:
+    listed = '; '.join(f'{field}: {there!r} there, {here!r} now' for field, there, here in differences[:3])
+    more = f' (and {len(differences) - 3} more)' if len(differences) > 3 else ''
+    raise ConfigError(f'{directory} holds a run with a different config ({listed}{more}); use another '
+                      '--workdir, or the settings it was started with')

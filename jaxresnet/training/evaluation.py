@@ -66,9 +66,23 @@ class EvalSet:
     self.mask = devices.replicate(mesh, np.concatenate([np.ones(len(labels), bool), np.zeros(padded, bool)]))
 
 
-def eval_splits(mesh, dataset: data.Dataset, batch_size: int) -> Dict[str, EvalSet]:
-  """The run's validation and test splits on the devices (a split without examples is left out)."""
+def subset(images: np.ndarray, labels: np.ndarray, max_examples: int = 0):
+  """(images, labels) of at most `max_examples` examples, evenly spaced through the split (0: all of them).
+
+  Evenly spaced rather than the first ones: a split read from class folders is
+  sorted by class, and every k-th image keeps the classes' shares.
+  """
+  if not max_examples or len(labels) <= max_examples:
+    return images, labels
+  picked = np.arange(max_examples) * len(labels) // max_examples
+  return images[picked], labels[picked]
+
+
+def eval_splits(mesh, dataset: data.Dataset, batch_size: int, max_examples: int = 0) -> Dict[str, EvalSet]:
+  """The run's validation and test splits on the devices (a split without examples is left out); with
+  `max_examples`, each split's subset() (config.max_eval_examples)."""
   splits = {'val': (dataset.val_images, dataset.val_labels), 'test': (dataset.test_images, dataset.test_labels)}
+  splits = {name: subset(images, labels, max_examples) for name, (images, labels) in splits.items()}
   return {name: EvalSet(mesh, images, labels, batch_size) for name, (images, labels) in splits.items() if len(labels)}
 
 
