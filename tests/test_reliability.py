@@ -21,6 +21,7 @@ from jaxresnet import data
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import cli
 from jaxresnet.infra import devices
+from jaxresnet.infra import rundir
 from jaxresnet.training import jobs
 from jaxresnet.training import train
 from jaxresnet.infra import config as config_lib
