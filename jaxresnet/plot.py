@@ -7,8 +7,9 @@ such as a `jaxresnet.reproduce` workdir; every run found is one line, labelled
 by its model, plus its seed or its workdir's name where that is needed to tell
 runs apart. The PNG goes to --output, by default curves.png in the first DIR. As in
 the paper, thin dashed lines are training error and bold lines test error, in
-percent against iterations; plain nets go in the left panel, ResNets in the
-right. The reading and drawing live in jaxresnet.experiments.curves.
+percent against iterations, a dot at every evaluation; one panel per family:
+plain nets, ResNets, and other nets (such as cnn_small), each with its legend
+below it. The reading and drawing live in jaxresnet.experiments.curves.
 """
 import sys
 

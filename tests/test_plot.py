@@ -143,3 +143,52 @@ def test_the_plot_command_is_flags_and_main_and_its_library_imports_no_command()
   imported = {a.name for n in ast.walk(library) if isinstance(n, ast.Import) for a in n.names}
   imported |= {f'{n.module}.{a.name}' for n in ast.walk(library) if isinstance(n, ast.ImportFrom) for a in n.names}
   assert not [m for m in imported if m.startswith(('absl', 'jaxresnet.plot', 'jaxresnet.report', 'jaxresnet.main'))]
+
+
+def test_panels_follow_the_family_and_other_nets_get_their_own(tmp_path):
+  curves = [plot.load_curve(write_run(tmp_path / m, m)) for m in ('cnn_small', 'resnet20', 'plain20')]
+  fig = plot.draw(curves, str(tmp_path / 'fig.png'), dpi=30)
+  assert [ax.get_title() for ax in fig.axes] == ['plain networks', 'residual networks', 'other networks']
+  assert [l.get_label() for l in fig.axes[2].get_lines() if l.get_linestyle() == '-'] == ['cnn_small']
+  assert plot.family('resnet18_1111') == 'residual networks' and plot.family('cnn_deep') == 'other networks'
+
+
+def test_a_run_evaluated_once_shows_its_test_error_as_a_marker(tmp_path):
+  # 200 steps, evaluated once at the end: one test-error point, which a bare line would not show.
+  run = write_run(tmp_path / 'short', 'resnet20', steps=(100, 200), train_accuracy=(0.2, 0.3),
+                  eval_steps=(200,), test_error=(0.71,))
+  ax = plot.draw([plot.load_curve(run)], str(tmp_path / 'fig.png'), dpi=30).axes[0]
+  (test_line,) = [l for l in ax.get_lines() if l.get_linestyle() == '-']
+  assert len(test_line.get_xdata()) == 1 and test_line.get_marker() not in ('None', '', None)
+  assert test_line.get_markersize() >= 4
+  # Beside a 64k-step run of another family it keeps its own iterations axis, not a dot at 0.
+  long = write_run(tmp_path / 'long', 'plain20', steps=(100, 64000), eval_steps=(64000,), test_error=(0.1,),
+                   train_accuracy=(0.2, 0.9))
+  short_ax, long_ax = plot.draw([plot.load_curve(run), plot.load_curve(long)], str(tmp_path / 'two.png'), dpi=30).axes[::-1]
+  assert short_ax.get_title() == 'residual networks' and 200 <= short_ax.get_xlim()[1] < 300
+  assert long_ax.get_xlabel() == 'iter. (1e4)' and short_ax.get_xlabel() == 'iterations'
+  # A one-point training curve is drawn as a marker too.
+  one = write_run(tmp_path / 'one', 'resnet56', steps=(10,), train_accuracy=(0.2,), eval_steps=(), test_error=())
+  ax = plot.draw([plot.load_curve(one)], str(tmp_path / 'one.png'), dpi=30).axes[0]
+  (train_line,) = [l for l in ax.get_lines() if l.get_linestyle() == '--']
+  assert train_line.get_marker() not in ('None', '', None)
+
+
+def legend_entries(ax):
+  return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_legend_has_an_entry_only_for_runs_with_points_and_stays_out_of_the_data(tmp_path):
+  ran = plot.load_curve(write_run(tmp_path / 'ran', 'resnet20'))
+  nothing = plot.load_curve(write_run(tmp_path / 'empty', 'resnet56', steps=(), train_accuracy=(), eval_steps=(),
+                                      test_error=()))
+  fig = plot.draw([ran, nothing], str(tmp_path / 'fig.png'), dpi=40)
+  (ax,) = fig.axes
+  assert legend_entries(ax) == ['ResNet-20', 'training error', 'test error']
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  canvas = FigureCanvasAgg(fig)
+  canvas.draw()  # The same constrained layout savefig drew.
+  renderer = canvas.get_renderer()
+  assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+  with pytest.raises(DataError, match='no points to plot'):
+    plot.draw([nothing], str(tmp_path / 'none.png'), dpi=40)

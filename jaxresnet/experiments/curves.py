@@ -128,34 +128,64 @@ def default_ymax(curves: Sequence[Curve]) -> float:
   return float(min(100.0, 5 * np.ceil(top / 5)))
 
 
+# Panels, in order: a model goes in the first whose prefixes it starts with, else in OTHER_FAMILY.
+FAMILIES = (('plain networks', ('plain',)), ('residual networks', ('resnet',)))
+OTHER_FAMILY = 'other networks'
+MARKER_SIZE = 4.5  # points; every evaluation is a dot, so a run evaluated once still shows.
+
+
+def family(model: str) -> str:
+  """The panel a model is drawn in: 'plain networks', 'residual networks' or 'other networks' (e.g. cnn_small)."""
+  return next((name for name, prefixes in FAMILIES if model.startswith(prefixes)), OTHER_FAMILY)
+
+
+def _has_points(curve: Curve) -> bool:
+  return bool(len(curve.train_steps) or len(curve.test_steps))
+
+
 def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Optional[float] = None,
          title: Optional[str] = None):
-  """Draws the curves (plain nets left, the others right) to a PNG; returns the Figure."""
+  """Draws the curves, one panel per family (plain, residual, other), to a PNG; returns the Figure.
+
+  Test error is a bold line with a dot at every evaluation; training error a thin dashed line (a dot
+  where a run logged it once). Runs with no points at all are left out, legend included. Each
+  panel's legend sits below it, off the data.
+  """
   # Figure without pyplot: no global state and no GUI backend, so it works headless and in notebooks.
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
   if not curves:
     raise DataError('no curves to plot')
-  groups = [('plain networks', [c for c in curves if c.model.startswith('plain')]),
-            ('residual networks', [c for c in curves if not c.model.startswith('plain')])]
+  drawable = [c for c in curves if _has_points(c)]
+  if not drawable:
+    raise DataError(f'no points to plot: none of the {len(curves)} runs has logged a step yet')
+  names = [name for name, _ in FAMILIES] + [OTHER_FAMILY]
+  groups = [(name, [c for c in drawable if family(c.model) == name]) for name in names]
   groups = [(name, group) for name, group in groups if group]
-  max_step = max([0.0] + [float(s[-1]) for c in curves for s in (c.train_steps, c.test_steps) if len(s)])
-  scale, xlabel = (1e4, 'iter. (1e4)') if max_step >= 1e4 else (1.0, 'iterations')
-  ymax = ymax or default_ymax(curves)
+  ymax = ymax or default_ymax(drawable)
 
   fig = Figure(figsize=FIGSIZE, dpi=dpi, layout='constrained')
   axes = fig.subplots(1, len(groups), squeeze=False)[0]
   for ax, (name, group) in zip(axes, groups):
+    # Each panel its own iterations axis: a 20-step run beside a 64k-step one would be a dot at 0.
+    max_step = max([0.0] + [float(s[-1]) for c in group for s in (c.train_steps, c.test_steps) if len(s)])
+    scale, xlabel = (1e4, 'iter. (1e4)') if max_step >= 1e4 else (1.0, 'iterations')
+    handles = []
     for i, curve in enumerate(group):
       color = f'C{i % 10}'
-      ax.plot(curve.train_steps / scale, 100 * curve.train_error, '--', color=color, linewidth=0.8)
+      ax.plot(curve.train_steps / scale, 100 * curve.train_error, '--', color=color, linewidth=0.8,
+              marker='.' if len(curve.train_steps) == 1 else None, markersize=MARKER_SIZE)
       ax.plot(curve.test_steps / scale, 100 * curve.test_error, '-', color=color, linewidth=2.2,
-              label=curve.label)
-    handles, _ = ax.get_legend_handles_labels()
+              marker='o', markersize=MARKER_SIZE, label=curve.label)
+      handles.append(Line2D([], [], color=color, linewidth=2.2, marker='o', markersize=MARKER_SIZE,
+                            label=curve.label))
     handles += [Line2D([], [], color='gray', linestyle='--', linewidth=0.8, label='training error'),
-                Line2D([], [], color='gray', linestyle='-', linewidth=2.2, label='test error')]
-    ax.legend(handles=handles, fontsize='small', loc='upper right')
-    ax.set_xlim(0, max_step / scale if max_step else 1)
+                Line2D([], [], color='gray', linestyle='-', linewidth=2.2, marker='o', markersize=MARKER_SIZE,
+                       label='test error')]
+    # Below the panel: constrained layout shrinks the axes to make room, so no line hides behind it.
+    ax.legend(handles=handles, fontsize='small', loc='upper center', bbox_to_anchor=(0.5, -0.14),
+              ncol=min(3, len(handles)), frameon=False)
+    ax.set_xlim(0, 1.02 * max_step / scale if max_step else 1)  # Room for the last evaluation's dot.
     ax.set_ylim(0, ymax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel('error (%)')
