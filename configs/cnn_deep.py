@@ -9,7 +9,7 @@ is this repository's choice (the source gives none): Adam lr 1e-3, batch 64,
     python -m jaxresnet.main --config=configs/cnn_deep.py --workdir=/tmp/cnn_deep
 
 Ours: 71.14% test accuracy (final model, 71.48% validation) on CIFAR-10-JPEG after
-24 of the 30 epochs (--config.num_epochs=24), 44.8 minutes on 2 shared Intel Xeon
+24 of the 30 epochs (--config.num_train_steps='24 epochs'), 44.8 minutes on 2 shared Intel Xeon
 CPU cores (results/cpu_baselines/).
 """
 from jaxresnet.configs import cnn_small
@@ -18,5 +18,5 @@ from jaxresnet.configs import cnn_small
 def get_config():
   config = cnn_small.get_config()
   config.model = 'cnn_deep'
-  config.num_epochs = 30
+  config.num_train_steps = '30 epochs'
   return config

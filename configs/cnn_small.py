@@ -21,7 +21,6 @@ def get_config():
   config.weight_decay = 0.0
   config.batch_size = 64
   config.augment = False
-  config.num_train_steps = -1  # Length in epochs:
-  config.num_epochs = 20
+  config.num_train_steps = '20 epochs'
   config.normalization = 'channel_mean_std'
   return config

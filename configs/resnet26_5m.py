@@ -30,8 +30,7 @@ def get_config():
   config.schedule = 'cosine'
   config.weight_decay = 5e-4
   config.batch_size = 64
-  config.num_train_steps = -1  # Length in epochs: the source project's 100.
-  config.num_epochs = 100
+  config.num_train_steps = '100 epochs'  # The source project's.
   config.normalization = 'channel_mean_std'
   config.randaugment = 'autoaugment'
   config.cutout = 16

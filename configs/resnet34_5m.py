@@ -14,5 +14,5 @@ from jaxresnet.configs import resnet26_5m
 def get_config():
   config = resnet26_5m.get_config()
   config.model = 'resnet34_5m'
-  config.num_epochs = 200  # That project's ResNet-34 trained 200 epochs (its ResNet-26: 100).
+  config.num_train_steps = '200 epochs'  # That project's ResNet-34 (its ResNet-26: 100).
   return config

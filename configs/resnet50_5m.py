@@ -14,5 +14,5 @@ from jaxresnet.configs import resnet26_5m
 def get_config():
   config = resnet26_5m.get_config()
   config.model = 'resnet50_5m'
-  config.num_epochs = 300
+  config.num_train_steps = '300 epochs'
   return config

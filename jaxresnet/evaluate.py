@@ -47,7 +47,7 @@ def define_flags():
   """The CLI's flags: defined only when run as a program, so other modules can import this one."""
   flags.DEFINE_string('workdir', None, 'The training run\'s workdir (holding config.json and checkpoints/).')
   flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: the newest).')
-  flags.DEFINE_integer('seed', None, 'In the workdir of a population (config.num_seeds > 1): which seed to evaluate.')
+  flags.DEFINE_integer('seed', None, 'In the workdir of a population (num_seeds > 1): which seed to evaluate.')
   flags.DEFINE_string('data_dir', None, 'Evaluate on this image folder (<class>/*.jpg or test/<class>/*.jpg) '
                       'instead of the run\'s test split.')
   flags.DEFINE_string('output_dir', None, 'Where confusion_matrix.csv/.png go (default: the workdir).')

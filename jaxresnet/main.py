@@ -1,8 +1,11 @@
 """Trains and evaluates a net: `python -m jaxresnet.main --config=configs/resnet32.py --workdir=DIR`.
 
 Config fields can be overridden: `--config.num_train_steps=200 --config.model=plain20`.
-Every field, and what it means, is in configs/default.py; `python -m jaxresnet.models`
-lists the models with their parameters, multiply-adds and config file.
+Every field, with its default and what it means, is declared in jaxresnet/infra/config.py
+(`python -m jaxresnet.infra.config` lists them); configs/default.py is that default config.
+Durations are steps, '<x> epochs' or '<x>%' of the run (`--config.num_train_steps='30 epochs'`).
+`python -m jaxresnet.models` lists the models with their parameters, multiply-adds and
+config file; `--config=resnet32` means configs/resnet32.py, also without a checkout.
 
 Rerunning the same command resumes from the newest intact checkpoint in DIR;
 SIGTERM or Ctrl-C during training saves one and exits 0. One process at a time

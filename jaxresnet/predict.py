@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   flags.DEFINE_string('workdir', None, 'The training run\'s workdir (holding config.json and checkpoints/).')
   flags.DEFINE_integer('step', None, 'Checkpoint step to use (default: the newest).')
-  flags.DEFINE_integer('seed', None, 'In the workdir of a population (config.num_seeds > 1): which seed to use.')
+  flags.DEFINE_integer('seed', None, 'In the workdir of a population (num_seeds > 1): which seed to use.')
   flags.DEFINE_integer('top_k', 3, 'How many classes to print per image.', lower_bound=1)
   flags.DEFINE_integer('batch_size', 256, 'Images classified per forward pass.', lower_bound=1)
   flags.mark_flag_as_required('workdir')

@@ -6,7 +6,7 @@
 Trains Plain-20/32/44/56 and ResNet-20/32/44/56/110, each with its config file
 (configs/<model>.py: the paper's recipe, ResNet-110's warm-up included), one
 run per model and seed in DIR/<model>/seed<k>. By default the seeds of a model
-train together as one population (config.num_seeds; checkpoints in
+train together as one population (the config's num_seeds; checkpoints in
 DIR/<model>/checkpoints), model after model; with --nopopulation runs go seed by
 seed, so a table with one seed of every model is complete first. Rerunning the command
 skips finished runs and resumes unfinished ones from their newest checkpoint;
@@ -74,7 +74,7 @@ def define_flags():
                        'spaced; 0 = all. Default: what DIR was started with; for a new DIR '
                        f'{reproduction.SMOKE_EVAL_EXAMPLES} below --steps_scale=1, else all.', lower_bound=0)
   flags.DEFINE_bool('population', True, 'Train the seeds of each model together, as one population in one '
-                    'program (config.num_seeds); --nopopulation trains them one by one.')
+                    'program (the config\'s num_seeds); --nopopulation trains them one by one.')
   flags.DEFINE_bool('peer', False, 'Also train the PyTorch peer (jaxresnet.peer, needs torch) after '
                     'each run, in DIR/<model>/peer_seed<k>.')
   flags.DEFINE_string('peer_padding', None, 'The peer\'s stride-2 conv padding: symmetric (default, the paper\'s '

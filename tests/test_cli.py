@@ -24,7 +24,16 @@ def test_help_exits_zero(command):
 
 def test_main_help_points_at_the_field_reference_and_the_zoo():
   help_text = run_module('jaxresnet.main', '--help').stdout
-  assert 'configs/default.py' in help_text and 'python -m jaxresnet.models' in help_text
+  assert 'jaxresnet/infra/config.py' in help_text and 'python -m jaxresnet.infra.config' in help_text
+  assert 'python -m jaxresnet.models' in help_text
+
+
+def test_the_field_reference_lists_every_field():
+  from jaxresnet.infra import config as config_lib  # pylint: disable=g-import-not-at-top
+  lines = run_module('jaxresnet.infra.config', check=True).stdout.splitlines()
+  assert [line.split(' ', 1)[0] for line in lines] == [field.name for field in config_lib.FIELDS]
+  assert "num_train_steps (recipe, default 64000): The run's length" in lines[[f.name for f in config_lib.FIELDS]
+                                                                             .index('num_train_steps')]
 
 
 REQUIRED = {'main': '--config, --workdir', 'sweep': '--config, --workdir', 'evaluate': '--workdir',

@@ -45,7 +45,13 @@ def test_paper_recipe_in_default():
     ('learning_rate', float('nan'), 'config.learning_rate=nan must be a finite number'),  # Not "negative".
     ('learning_rate', float('inf'), 'config.learning_rate=inf must be a finite number'),
     ('batch_size', 0, 'config.batch_size=0 must be positive'),
-    ('num_train_steps', 0, 'must be positive, or -1 to use num_epochs'),
+    ('num_train_steps', 0, "config.num_train_steps=0 must be positive (a whole number of steps, or '<x> epochs')"),
+    ('num_train_steps', -1,
+     "config.num_train_steps=-1 is not a duration: give a whole number of steps, or '<x> epochs'"),
+    ('num_train_steps', '50%', "config.num_train_steps='50%' is not a duration"),
+    ('warmup_steps', '2 weeks', "config.warmup_steps='2 weeks' is not a duration"),
+    ('eval_every_steps', 2.5, 'config.eval_every_steps=2.5 is not a duration'),
+    ('lr_boundaries', ('50%', '150%'), "config.lr_boundaries='150%' is a share of the run, which must be below 100%"),
     ('schedule', 'linear', "config.schedule='linear' is not one of"),
     ('lr_boundaries', (48000, 32000), 'must be positive and increasing'),
     ('dataset', '', 'config.dataset is empty'),
@@ -57,14 +63,21 @@ def test_bad_values_raise_one_clear_error(field, value, message):
     config_lib.validate(config)
 
 
-def test_num_epochs_when_num_train_steps_is_minus_one():
+def test_a_run_counted_in_epochs():
   config = load('default')
-  config.num_train_steps, config.num_epochs = -1, 0
-  with pytest.raises(ConfigError, match='num_epochs'):
-    config_lib.validate(config)
-  config.num_epochs = 3
+  config.num_train_steps = '3 epochs'
   config_lib.validate(config)
   assert config_lib.num_train_steps(config, 45000) == 3 * 351
+  config.num_train_steps = '0 epochs'
+  with pytest.raises(ConfigError, match='must be positive'):
+    config_lib.validate(config)
+
+
+def test_a_config_with_a_retired_field_is_told_what_replaced_it():
+  config = load('default')
+  config.num_epochs = 30  # A config file written for an older version (the ConfigDict accepts a new field).
+  with pytest.raises(ConfigError, match="config.num_epochs is no longer a field: .*num_train_steps='<N> epochs'"):
+    config_lib.validate(config)
 
 
 # Without x64, jax.random.PRNGKey keeps a seed's low 32 bits: seed 2**32 would train what seed 0 trains.
@@ -98,6 +111,9 @@ def test_batch_must_divide_over_devices():
     (['--config.model=resnet21'], 1, "error: unknown model 'resnet21'"),
     (['--config.learning_rate=-1'], 1, 'error: config.learning_rate=-1.0 must not be negative'),
     (['--config=configs/missing.py'], 2, 'error: cannot load the config file'),
+    (['--config.num_epochs=3'], 2, "error: unknown config field 'num_epochs': the run's length in epochs is now "
+                                   "--config.num_train_steps='<N> epochs'"),
+    (['--config.num_train_steps=3 weeks'], 1, "error: config.num_train_steps='3 weeks' is not a duration"),
     (['--config.seed=4294967296'], 1,
      'error: config.seed=4294967296: seeds must be whole numbers from 0 to 4294967295'),
 ])
@@ -113,7 +129,8 @@ def test_cli_bad_config_is_one_line_and_nothing_is_written(tmp_path, args, statu
 
 def epochs_of(config):
   """The run length in epochs, or None for a run counted in steps."""
-  return config.num_epochs if config.num_train_steps == -1 else None
+  duration = config_lib.parse_duration(config.num_train_steps)
+  return f'{duration.amount:g}' if duration.unit == config_lib.EPOCHS else None
 
 
 @pytest.mark.parametrize('name', CONFIG_FILES)

@@ -17,10 +17,16 @@ def test_step_schedule_divides_by_ten_at_the_boundaries():
       [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
-@pytest.mark.parametrize('unit,bounds', [('epochs', (5, 7.5)), ('fraction', (0.5, 0.75))])
-def test_step_boundaries_in_epochs_or_fractions(unit, bounds):
-  lr = schedule(lr_boundaries=bounds, lr_boundaries_unit=unit)
-  assert [float(lr(s)) for s in (499, 500, 750)] == pytest.approx([0.1, 0.01, 0.001])
+@pytest.mark.parametrize('bounds', [('5 epochs', '7.5 epochs'), ('50%', '75%'), (500, '7.5 epochs')])
+def test_step_boundaries_in_epochs_or_shares_of_the_run(bounds):
+  lr = schedule(lr_boundaries=bounds)
+  assert [float(lr(s)) for s in (499, 500, 749, 750)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
+
+
+@pytest.mark.parametrize('warmup', [100, '1 epochs', '10%'])
+def test_a_warm_up_in_any_unit(warmup):
+  lr = schedule(warmup_steps=warmup, warmup='constant', warmup_lr=0.01, lr_boundaries=(500,))
+  assert [float(lr(s)) for s in (99, 100, 500)] == pytest.approx([0.01, 0.1, 0.01])
 
 
 def test_paper_resnet110_constant_warmup_then_steps():

@@ -93,9 +93,9 @@ def _schedule_configs():
   cosine = reproduction.run_config('resnet20', num_train_steps=1000)
   cosine.update(schedule='cosine', warmup_steps=100, warmup='linear', warmup_lr=0.01)
   epochs = reproduction.run_config('resnet20', num_train_steps=2000)
-  epochs.update(lr_boundaries=(2, 3.5, 3.501), lr_boundaries_unit='epochs')  # The last two round together.
+  epochs.update(lr_boundaries=('2 epochs', '3.5 epochs', '3.501 epochs'))  # The last two round together.
   fraction = reproduction.run_config('resnet20', num_train_steps=999)
-  fraction.update(lr_boundaries=(0.5, 0.75), lr_boundaries_unit='fraction', lr_decay_factor=0.2)
+  fraction.update(lr_boundaries=('50%', '75%'), lr_decay_factor=0.2)
   constant = reproduction.run_config('resnet20', num_train_steps=300)
   constant.update(schedule='constant', warmup_steps=50)
   return {'resnet20': reproduction.run_config('resnet20'), 'resnet110': reproduction.run_config('resnet110'),

@@ -187,6 +187,6 @@ def test_smallest_new_config_trains_from_the_cli(tmp_path):
   result = run_module('jaxresnet.main', '--config=configs/cnn_small.py', f'--workdir={workdir}',
                       '--config.dataset=image_folder', f'--config.data_dir={folder}',
                       '--config.num_val_examples=8', '--config.batch_size=8', '--config.eval_batch_size=8',
-                      '--config.num_epochs=1', '--config.log_every_steps=2', check=True)
+                      '--config.num_train_steps=1 epochs', '--config.log_every_steps=2', check=True)
   assert 'cnn_small: 80,090 parameters' in result.stdout
   assert 'final test error' in result.stdout and (workdir / 'results.json').exists()

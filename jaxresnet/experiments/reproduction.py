@@ -30,10 +30,11 @@ from jaxresnet.infra import rundir
 from jaxresnet.infra.errors import ConfigError
 from jaxresnet.training import train
 
-RECIPE_FIELDS = ('dataset', 'batch_size', 'num_val_examples')  # Overriding these changes the results.
-BOOKKEEPING_FIELDS = ('data_dir', 'cache_dir', 'eval_batch_size', 'eval_every_steps', 'log_every_steps',
-                      'checkpoint_every_steps')  # These do not (config.BOOKKEEPING_FIELDS lists them all).
-assert set(BOOKKEEPING_FIELDS) <= set(config_lib.BOOKKEEPING_FIELDS)
+# The fields a reproduction lets its flags override; the schema says which of them change the results.
+OVERRIDABLE_FIELDS = ('dataset', 'batch_size', 'num_val_examples', 'data_dir', 'cache_dir', 'eval_batch_size',
+                      'eval_every_steps', 'log_every_steps', 'checkpoint_every_steps')
+RECIPE_FIELDS = tuple(f for f in OVERRIDABLE_FIELDS if f not in config_lib.BOOKKEEPING_FIELDS)
+BOOKKEEPING_FIELDS = tuple(f for f in OVERRIDABLE_FIELDS if f in config_lib.BOOKKEEPING_FIELDS)
 
 
 def recipe_config(model: str) -> ml_collections.ConfigDict:
@@ -57,30 +58,20 @@ MAX_EVALS_PER_RUN = 10
 SMOKE_EVAL_EXAMPLES = 1000
 
 
-def _scaled(steps: int, scale: float) -> int:
-  return max(1, int(round(steps * scale)))
-
-
 def scale_schedule(config: ml_collections.ConfigDict, scale: float) -> None:
-  """Multiplies the run length and every step count in the schedule by `scale`, in place."""
+  """Multiplies the run length and every duration of the config by `scale`, in place (config.scale_durations:
+  steps or epochs, whichever the config counts in)."""
   if not scale > 0:
     raise ConfigError(f'--steps_scale={scale} must be positive')
-  if config.num_train_steps <= 0:
-    raise ConfigError(f'{config.model}: --steps_scale needs num_train_steps, not num_epochs')
-  config.num_train_steps = _scaled(config.num_train_steps, scale)
-  if config.lr_boundaries_unit == 'steps':
-    config.lr_boundaries = tuple(_scaled(b, scale) for b in config.lr_boundaries)
-  elif config.lr_boundaries_unit == 'epochs':
-    config.lr_boundaries = tuple(b * scale for b in config.lr_boundaries)
-  # 'fraction' boundaries scale with the run by themselves.
-  for field in ('warmup_steps', 'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps'):
-    if config[field] > 0:
-      config[field] = _scaled(config[field], scale)
+  config_lib.scale_durations(config, scale)
   # A short (smoke) run still evaluates and checkpoints at most about MAX_EVALS_PER_RUN times:
-  # both cost far more than a step.
+  # both cost far more than a step. A run counted in epochs has no length in steps yet: a share of it.
+  run = config_lib.known_num_train_steps(config)
   for field in ('eval_every_steps', 'checkpoint_every_steps'):
-    if config[field] > 0:
-      config[field] = max(config[field], -(-config.num_train_steps // MAX_EVALS_PER_RUN))
+    every = config_lib.parse_duration(config[field])
+    if every.amount > 0 and every.unit == config_lib.STEPS:
+      config[field] = (max(config[field], -(-run // MAX_EVALS_PER_RUN)) if run else
+                       config_lib.Duration(100 / MAX_EVALS_PER_RUN, config_lib.SHARE).value())
 
 
 def run_config(model: str, seed: int = 0, steps_scale: float = 1.0, **overrides) -> ml_collections.ConfigDict:

@@ -118,8 +118,9 @@ class TotalSteps:
     self._sizes = {}
 
   def __call__(self, config) -> int:
-    if config.num_train_steps > 0:
-      return config.num_train_steps
+    known = config_lib.known_num_train_steps(config)
+    if known:
+      return known
     key = (config.dataset, config.data_dir, config.cache_dir, config.num_val_examples)
     if key not in self._sizes:
       self._sizes[key] = len(data.load_dataset(config).train_labels)

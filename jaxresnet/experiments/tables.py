@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from jaxresnet.experiments import curves
+from jaxresnet.infra import config as config_lib
 from jaxresnet.infra import rundir
 from jaxresnet.infra.errors import DataError
 
@@ -249,9 +250,9 @@ def collect(workdir: str, table_name: Optional[str] = None) -> Dict[str, Any]:
       'commands': plan.get('commands', []),
       'settings': plan.get('settings', {}),
       'dataset': dataset_name(reference, class_names) if reference else None,
-      'recipe': {k: reference.get(k) for k in (
+      'recipe': {k: config_lib.upgrade(reference).get(k) for k in (
           'batch_size', 'learning_rate', 'momentum', 'weight_decay', 'schedule', 'lr_boundaries',
-          'lr_boundaries_unit', 'lr_decay_factor', 'num_train_steps', 'num_val_examples', 'augment',
+          'lr_decay_factor', 'num_train_steps', 'num_val_examples', 'augment',
           'normalization', 'shortcut', 'half_precision')} if reference else {},
       'warmup': {c['model']: {k: c[k] for k in ('warmup_steps', 'warmup', 'warmup_lr')}
                  for c in configs if c.get('warmup_steps')},
@@ -429,8 +430,8 @@ def render_markdown(report: Dict[str, Any], figure: Optional[str], peer_figure: 
         'only for the reported error.',
         f'- SGD, momentum {recipe["momentum"]}, weight decay {recipe["weight_decay"]:g} (L2), batch '
         f'{recipe["batch_size"]}, learning rate {recipe["learning_rate"]:g} ({recipe["schedule"]} schedule, '
-        f'divided by {1 / recipe["lr_decay_factor"]:g} at {recipe["lr_boundaries_unit"]} '
-        f'{", ".join(str(b) for b in recipe["lr_boundaries"])}), {recipe["num_train_steps"]:,} iterations.',
+        f'divided by {1 / recipe["lr_decay_factor"]:g} at {config_lib.durations_text(recipe["lr_boundaries"])}), '
+        f'{recipe["num_train_steps"]:,} iterations.',
         f'- Augmentation: {"4-pixel padding, random 32x32 crops, horizontal flips" if recipe["augment"] else "none"}'
         f'; normalization: {recipe["normalization"]}; shortcuts: option {recipe["shortcut"]}; '
         f'{"bf16" if recipe["half_precision"] else "fp32"} compute.']

@@ -91,7 +91,8 @@ def define_run_flags(flag_values=None, sys_argv=None) -> None:
                                              flag_values=flag_values),
       CONFIG_FLAG: lambda: config_flags.DEFINE_config_file(
           CONFIG_FLAG, None, 'Config file, e.g. configs/resnet32.py, or an installed config\'s name, e.g. '
-          'resnet32; its fields are explained in configs/default.py.',
+          'resnet32. Every field, its default and meaning: jaxresnet/infra/config.py (python -m '
+          'jaxresnet.infra.config lists them).',
           flag_values=flag_values, lock_config=True, sys_argv=sys_argv),
       'distributed': lambda: flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() '
                                                '(auto-detected cluster).', flag_values=flag_values),
@@ -172,7 +173,8 @@ def with_installed_config(argv) -> List[str]:
     print(f'note: no {path} here; using the installed {CONFIGS_PACKAGE}.{name} ({installed})', file=sys.stderr,
           flush=True)
   argv = list(argv)
-  argv[index] = (argv[index].split('=', 1)[0] + '=' if argv[index].startswith('-') else '') + installed + colon + argument
+  flag = argv[index].split('=', 1)[0] + '=' if argv[index].startswith('-') else ''  # `--config=` or nothing.
+  argv[index] = flag + installed + colon + argument
   return argv
 
 
@@ -270,16 +272,19 @@ def config_file_problem(path) -> str:
 
 def unknown_field_message(config, paths) -> str:
   """One line for the first override path that names no field of `config` ('' if all do)."""
+  from jaxresnet.infra import config as config_lib  # pylint: disable=g-import-not-at-top
   for path in paths:
     node, done = config, []
     for part in path.split('.'):
       if not hasattr(node, 'keys'):
         return (f"config field '{'.'.join(done)}' has no fields, so --config.{path} overrides nothing "
-                '(see configs/default.py)')
+                '(see jaxresnet/infra/config.py)')
       if part not in node:
+        if not done and part in config_lib.RETIRED_FIELDS:
+          return f"unknown config field '{part}': {config_lib.RETIRED_FIELDS[part]}"
         close = difflib.get_close_matches(part, list(node.keys()), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ''
-        return f"unknown config field '{'.'.join(done + [part])}'{hint} (see configs/default.py)"
+        return f"unknown config field '{'.'.join(done + [part])}'{hint} (see jaxresnet/infra/config.py)"
       node, done = node[part], done + [part]
   return ''
 

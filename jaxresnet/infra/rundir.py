@@ -282,15 +282,11 @@ def read_config(directory: str) -> Dict[str, Any]:
 def load_config(directory: str):
   """DIRECTORY/config.json as a ConfigDict; fields added to configs/default.py since it was written get their
   defaults. One line if the directory holds no run."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from jaxresnet.configs import default  # pylint: disable=g-import-not-at-top
   check_not_member(directory, 'evaluate it')
   saved = read_json(os.path.join(directory, CONFIG_FILE))
   if not isinstance(saved, dict):
     raise CheckpointError(f'{directory} is not a training workdir: it has no readable {CONFIG_FILE}')
-  config = default.get_config().to_dict()
-  config.update(saved)
-  return ml_collections.ConfigDict(config)
+  return config_lib.from_saved(saved)  # Older files' fields in today's names, too.
 
 
 def write_config(directory: str, config) -> None:
@@ -346,11 +342,11 @@ def write_plan(workdir: str, plan: Dict[str, Any]) -> None:
 
 def member_dirs(config, workdir: str) -> List[str]:
   """Where each member of a run writes its config, metrics and results: the workdir itself for a single run,
-  WORKDIR/seed<k> for each seed k of a population (config.num_seeds > 1)."""
-  num_seeds = config.get('num_seeds', 1)
-  if num_seeds == 1:
+  WORKDIR/seed<k> for each seed k of a population (num_seeds > 1)."""
+  seeds = config_lib.seeds(config)
+  if not seeds.is_population:
     return [workdir]
-  return [os.path.join(workdir, f'seed{config.seed + k}') for k in range(num_seeds)]
+  return [os.path.join(workdir, f'seed{seed}') for seed in seeds.all]
 
 
 def population_of(directory: str) -> Optional[Tuple[str, int]]:
@@ -394,7 +390,7 @@ def finished(config, workdir: str, total_steps: Optional[int] = None) -> bool:
   `total_steps` is the run's length; by default config.num_train_steps (pass it
   for a run set in epochs, whose length depends on the data).
   """
-  total_steps = config.num_train_steps if total_steps is None else total_steps
+  total_steps = config_lib.known_num_train_steps(config) if total_steps is None else total_steps
   return all(is_finished(d, total_steps) for d in member_dirs(config, workdir))
 
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError
 from jaxresnet.models import cnn
 from jaxresnet.models import resnet_stages
@@ -66,9 +67,8 @@ def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 
-# Config field -> model field, for the models that have that field.
-CONFIG_TO_MODEL_FIELD = {'shortcut': 'shortcut', 'dropout': 'dropout_rate',
-                         'squeeze_excitation': 'squeeze_excitation'}
+# Config field -> model field, for the models that have that field (the schema's model_field).
+CONFIG_TO_MODEL_FIELD = config_lib.MODEL_FIELDS
 
 
 def from_config(config, num_classes: int = 10) -> nn.Module:

@@ -37,7 +37,7 @@ torch_resnet.py says what each does.
 The crop's zero padding is added after normalization, as jaxresnet does (it
 pads with the mean image's value, 0 after the per-pixel mean is subtracted).
 
-Randomness: torch.manual_seed(config.seed) before the net is built seeds its
+Randomness: torch.manual_seed(seed) before the net is built seeds its
 initialization and then the augmentation draws; the epoch order is
 np.random.default_rng([seed, epoch]), a pure function of seed and epoch.
 
@@ -118,8 +118,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                  ('skip_nonfinite_updates', config.skip_nonfinite_updates, 'False'),
                  ('dropout', config.dropout, '0'),
                  ('squeeze_excitation', config.squeeze_excitation, 'False')]
-  if 'num_seeds' in config:  # A population of seeds in one jaxresnet run: the peer trains one seed per run.
-    unsupported.append(('num_seeds', config.num_seeds != 1, '1 (one run per seed)'))
+  # A population of seeds in one jaxresnet run: the peer trains one seed per run.
+  unsupported.append(('num_seeds', config_lib.seeds(config).is_population, '1 (one run per seed)'))
   for field, refused, supported in unsupported:
     if refused:
       raise ConfigError(f'config.{field}={config[field]!r}: the PyTorch peer trains only {field}={supported}')
@@ -163,12 +163,11 @@ def learning_rates(config, steps_per_epoch: int, num_train_steps: int) -> np.nda
   or constant (ResNet-110's) warm-up in front.
   """
   steps = np.arange(num_train_steps, dtype=np.float64)
-  warmup = config.warmup_steps
+  durations = config_lib.steps_for(config, steps_per_epoch, num_train_steps)  # Steps, epochs or shares, in steps.
+  warmup = durations.warmup_steps
   lr = config.learning_rate
   if config.schedule == 'step':
-    to_steps = {'steps': lambda b: b, 'epochs': lambda b: b * steps_per_epoch,
-                'fraction': lambda b: b * num_train_steps}[config.lr_boundaries_unit]
-    boundaries = sorted({int(round(to_steps(b))) for b in config.lr_boundaries})
+    boundaries = sorted(set(durations.lr_boundaries))
     decays = sum(((steps >= b).astype(np.float64) for b in boundaries), np.zeros_like(steps))
     rates = lr * config.lr_decay_factor ** decays
   elif config.schedule == 'cosine':
@@ -484,8 +483,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   config = peer_config(config, config.get('peer_padding', DEFAULT_PADDING))
   check_config(config)
   dataset = data.load_dataset(config)
-  total_steps = config_lib.num_train_steps(config, len(dataset.train_labels))
-  steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  durations = config_lib.steps(config, len(dataset.train_labels))  # Every duration of the config, in steps.
+  total_steps, steps_per_epoch = durations.num_train_steps, durations.steps_per_epoch
   rates = learning_rates(config, steps_per_epoch, total_steps)
 
   rundir.check_not_member(workdir)
@@ -499,7 +498,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   if device.type == 'cuda':
     torch.backends.cudnn.benchmark = True  # Fixed shapes: let cuDNN pick its fastest kernels once.
-  torch.manual_seed(config.seed)
+  seed = config_lib.seeds(config).first
+  torch.manual_seed(seed)
   net = build_net(config, dataset.num_classes)
   image_shape = dataset.train_images.shape[1:]
   num_params, macs = count_params(net), count_macs(net, image_shape)
@@ -543,7 +543,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       while step < total_steps:
         if step // steps_per_epoch != epoch:
           epoch = step // steps_per_epoch
-          order = torch.as_tensor(epoch_order(config.seed, epoch, len(dataset.train_labels)), device=device)
+          order = torch.as_tensor(epoch_order(seed, epoch, len(dataset.train_labels)), device=device)
         start = (step % steps_per_epoch) * config.batch_size
         train_step(order[start:start + config.batch_size], float(rates[step]))
         step += 1
@@ -556,9 +556,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
         is_last = step == total_steps
         stop_now = stop.requested()
-        log_now = step % config.log_every_steps == 0 or is_last or stop_now
-        eval_now = (config.eval_every_steps and step % config.eval_every_steps == 0) or is_last
-        save_now = (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0) or is_last or stop_now
+        log_now = step % durations.log_every_steps == 0 or is_last or stop_now
+        eval_now = (durations.eval_every_steps and step % durations.eval_every_steps == 0) or is_last
+        save_now = (durations.checkpoint_every_steps and step % durations.checkpoint_every_steps == 0) or is_last \
+            or stop_now
         record = {}
         if log_now or eval_now or save_now:
           # Every checkpoint is preceded by this check, so none ever holds a diverged model.

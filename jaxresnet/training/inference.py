@@ -67,8 +67,9 @@ def restore_model(workdir: str, step: Optional[int] = None, seed: Optional[int] 
     image_shape = tuple(metadata['image_shape'])
     model = models.from_config(config, num_classes=len(metadata['class_names']))
     empty = functools.partial(empty_inference_state, model, config.normalization, image_shape, ema=ema)
-    state = jax.jit(devices.over_members(empty, config.num_seeds),
-                    out_shardings=devices.members_sharding(mesh, config.num_seeds))(jnp.zeros(config.num_seeds))
+    members = config_lib.seeds(config).count
+    state = jax.jit(devices.over_members(empty, members),
+                    out_shardings=devices.members_sharding(mesh, members))(jnp.zeros(members))
     if step is None:  # The newest intact one: a damaged checkpoint is skipped with a warning.
       state, _ = checkpoints.restore_newest(manager, state, mine, fields=fields, read_only=True)
     else:
@@ -79,7 +80,8 @@ def restore_model(workdir: str, step: Optional[int] = None, seed: Optional[int] 
   if member is None:
     return config, metadata, mesh, state
   state = jax.jit(lambda s: jax.tree_util.tree_map(lambda x: x[member], s), out_shardings=NamedSharding(mesh, P()))(state)
-  return train.member_config(config, config.seed + member), metadata, devices.make_mesh(), state
+  return config_lib.member_config(config, config_lib.seeds(config).all[member]), metadata, devices.make_mesh(), \
+      state
 
 
 def readable_metadata(manager, step: Optional[int] = None) -> Dict[str, Any]:
@@ -104,11 +106,12 @@ def readable_metadata(manager, step: Optional[int] = None) -> Dict[str, Any]:
 
 def member_index(config, seed: Optional[int]) -> Optional[int]:
   """Which member of a population `seed` is (None for a single run); one line if it is not one."""
-  if config.num_seeds == 1:
-    if seed is not None and seed != config.seed:
-      raise CheckpointError(f'this workdir holds one run, of seed {config.seed}, not seed {seed}')
+  seeds = config_lib.seeds(config)
+  if not seeds.is_population:
+    if seed is not None and seed != seeds.first:
+      raise CheckpointError(f'this workdir holds one run, of seed {seeds.first}, not seed {seed}')
     return None
-  seeds = train.seeds(config)
+  seeds = list(seeds.all)
   if seed not in seeds:
     raise CheckpointError(f'this workdir holds a population of seeds {seeds[0]}-{seeds[-1]}; '
                           f'pass --seed=<one of them>' + (f' (not {seed})' if seed is not None else ''))

@@ -4,16 +4,16 @@ The config's choices (schedule, optimizer, ...) were checked by config.validate.
 """
 import optax
 
+from jaxresnet.infra import config as config_lib
+
 
 def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps: int) -> optax.Schedule:
-  """The config's schedule, with its warm-up in front when `warmup_steps` > 0."""
-  warmup = config.warmup_steps
+  """The config's schedule, with its warm-up in front when `warmup_steps` > 0 (durations: config_lib.steps_for)."""
+  steps = config_lib.steps_for(config, steps_per_epoch, num_train_steps)
+  warmup = steps.warmup_steps
   if config.schedule == 'step':
-    to_steps = {'steps': lambda b: b, 'epochs': lambda b: b * steps_per_epoch,
-                'fraction': lambda b: b * num_train_steps}[config.lr_boundaries_unit]
     main = optax.piecewise_constant_schedule(
-        config.learning_rate,
-        {int(round(to_steps(b))) - warmup: config.lr_decay_factor for b in config.lr_boundaries})
+        config.learning_rate, {b - warmup: config.lr_decay_factor for b in steps.lr_boundaries})
   elif config.schedule == 'cosine':
     main = optax.cosine_decay_schedule(config.learning_rate, max(1, num_train_steps - warmup))
   else:  # 'constant'
