@@ -24,8 +24,9 @@ from jaxresnet.infra import devices
 from jaxresnet.infra import errors
 from jaxresnet.infra.errors import DETAILS, CheckpointError
 
-# Metadata fields a resumed or evaluated run must share with the checkpoint.
-IDENTITY_FIELDS = ('model', 'shortcut', 'class_names', 'image_shape', 'num_seeds')
+# Metadata fields a resumed or evaluated run must share with the checkpoint: the config's identity fields
+# (the schema's), and the data's classes and image shape.
+IDENTITY_FIELDS = config_lib.IDENTITY_FIELDS + ('class_names', 'image_shape')
 UNREADABLE_DIR = 'unreadable_checkpoints'  # Beside checkpoints/: where unreadable ones are moved, never deleted.
 
 
@@ -67,8 +68,9 @@ def create_manager(workdir: str, max_to_keep: int = 3, read_only: bool = False, 
 
 def config_metadata(config) -> Dict[str, Any]:
   """What a checkpoint says about the config of the run that wrote it (known before any data is read)."""
+  seeds = config_lib.seeds(config)
   return {'model': config.model, 'shortcut': config.shortcut, 'dataset': config.dataset,
-          'num_seeds': config.get('num_seeds', 1), 'seed': config.seed, 'recipe': config_lib.recipe(config)}
+          'num_seeds': seeds.count, 'seed': seeds.first, 'recipe': config_lib.recipe(config)}
 
 
 def run_metadata(config, dataset) -> Dict[str, Any]:
@@ -256,7 +258,8 @@ def restore_newest(manager: ocp.CheckpointManager, state, metadata: Dict[str, An
 def check_same_run(manager, theirs: Dict[str, Any], mine: Dict[str, Any], step: Optional[int] = None) -> None:
   """One line if checkpoint `step` (metadata `theirs`) belongs to another run than `mine` describes."""
   for key in IDENTITY_FIELDS:
-    if key in mine and theirs.get(key, 1 if key == 'num_seeds' else None) != mine[key]:  # Older: one seed.
+    default = config_lib.SCHEMA[key].default if key in config_lib.SCHEMA else None  # Older: e.g. one seed.
+    if key in mine and theirs.get(key, default) != mine[key]:
       raise CheckpointError(
           f'{manager.directory} holds a checkpoint of a different run ({key}: {theirs.get(key)!r}, '
           f'this config: {mine[key]!r}); use another --workdir')

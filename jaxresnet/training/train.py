@@ -261,7 +261,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   run_lock = rundir.check_before_run(workdir, config)  # Now, not after the data: a file, busy, another run's.
   mesh = devices.make_mesh(config.num_seeds)
   dataset = data.load_dataset(config)
-  total_steps = config_lib.num_train_steps(config, len(dataset.train_labels))
+  durations = config_lib.steps(config, len(dataset.train_labels))  # Every duration of the config, in steps.
+  total_steps = durations.num_train_steps
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
   model, state, schedule = build(config, dataset, mesh)
   config = config_lib.fit_to_splits(config, dataset, jax.device_count())  # eval_batch_size <= the largest split.
@@ -291,9 +292,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         step += 1
         window.add(step, metrics)
         chrono.tick(metrics)
-        if stop.requested(collective=jobs.itstime(step, config.log_every_steps, total_steps)):
+        if stop.requested(collective=jobs.itstime(step, durations.log_every_steps, total_steps)):
           stopped = stop.signal_name or 'a signal to another process'
-        due, records = jobs.Due.after(step, config, total_steps, stopping=bool(stopped)), [{}] * config.num_seeds
+        due, records = jobs.Due.after(step, durations, total_steps, stopping=bool(stopped)), [{}] * config.num_seeds
         # Before any save: no checkpoint holds a diverged single run; a diverged member is frozen.
         newly_diverged = window.check(checkpointer.last_step) if due.any else {}
         if newly_diverged:
