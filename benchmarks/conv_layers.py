@@ -24,7 +24,6 @@ import sys
 import time
 from typing import Any, Callable, Dict
 
-from absl import app
 from absl import flags
 
 from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top
@@ -34,6 +33,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import host  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxresnet.infra import devices  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,8 +47,6 @@ flags.DEFINE_string('readme', os.path.join(HERE, 'README.md'), "README whose con
 # (channels, height = width, how many of ResNet-20's 3x3 convs have this shape).
 SHAPES = ((16, 32, 7), (32, 16, 6), (64, 8, 6))
 DIRECTIONS = ('fwd', 'dx', 'dw')
-BEGIN = '<!-- conv layers: rendered by `python -m benchmarks.conv_layers`; do not edit -->'
-END = '<!-- end of conv layers -->'
 YNNPACK_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'
 
 
@@ -120,25 +118,8 @@ def measure() -> Dict[str, Any]:
           'compiler_options': {k: json.dumps(v) for k, v in implementations.items()}}
 
 
-def render(result: Dict[str, Any]) -> str:
-  lines = [f'- Command: `{result["command"]}`',
-           f'- Hardware: {result["hardware"]}',
-           f'- Versions: {result["versions"]}',
-           f'- Run {result["time"]}; load average {result["load_start"]:.1f} at the start, '
-           f'{result["load_end"]:.1f} at the end (1-minute)',
-           '- Milliseconds per call, median of the windows; x19 = ResNet-20\'s 19 convs summed', '',
-           '| Implementation | ' + ' | '.join(f'{s}: fwd / dx / dw' for s in result['shapes'] + ['x19']) + ' |',
-           '|---|' + '---|' * (len(result['shapes']) + 1)]
-  for name, by_shape in result['rows'].items():
-    cells = [' / '.join(f'{by_shape[s][d]:.1f}' for d in DIRECTIONS) for s in result['shapes'] + ['x19']]
-    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
 def main(argv):
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
+  cli.exit_on_extra_arguments(argv)
   load_start = os.getloadavg()[0]
   result = measure()
   info = host.device_info()
@@ -153,13 +134,13 @@ def main(argv):
   path = os.path.join(FLAGS.out_dir, f'{jax.default_backend()}.json')
   with open(path, 'w') as f:
     json.dump(result, f, indent=1)
-  table = render(result)
+  table = report.conv_layers_section(os.path.basename(path), result)
   print(table)
   if FLAGS.readme:
-    report.replace_block(FLAGS.readme, BEGIN, END, table, heading='## Convolutions alone')
+    report.replace_block(FLAGS.readme, report.CONV_BEGIN, report.CONV_END, table, heading='## Convolutions alone')
     print(f'updated the conv-layers table in {FLAGS.readme}')
   print(f'wrote {path}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_cli(main)

@@ -17,7 +17,7 @@ depths not measured it is interpolated linearly in multiply-adds between the
 measured models. Both are estimates and are labelled so.
 
 Results go to benchmarks/results/population_<device>.json and a markdown table
-on stdout (paste into benchmarks/README.md by hand or with --update_readme).
+on stdout; --update_readme (or `python -m benchmarks.report`) renders it into benchmarks/README.md.
 """
 import json
 import os
@@ -25,7 +25,6 @@ import statistics
 import time
 from typing import Any, Dict, List
 
-from absl import app
 from absl import flags
 
 from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top
@@ -35,8 +34,10 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import host  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks.synthetic import benchmark_config, synthetic_dataset  # pylint: disable=g-import-not-at-top
 from jaxresnet import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxresnet.infra import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxresnet.infra import devices  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxresnet.training import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -49,6 +50,9 @@ flags.DEFINE_integer('steps', 0, 'Timed steps per window (0: 5 on CPU, 50 on GPU
 flags.DEFINE_integer('warmup', 0, 'Untimed steps after compiling (0: 1 on CPU, 10 on GPU).')
 flags.DEFINE_integer('repeats', 3, 'Timed windows per K; the median counts.')
 flags.DEFINE_string('out_dir', os.path.join(os.path.dirname(__file__), 'results'), 'Where the JSON goes.')
+flags.DEFINE_bool('update_readme', False, 'Also re-render --readme from --out_dir (python -m benchmarks.report).')
+flags.DEFINE_string('readme', os.path.join(os.path.dirname(__file__), 'README.md'), 'The README --update_readme '
+                    're-renders.')
 
 HE2016_TABLE = ['plain20', 'plain32', 'plain44', 'plain56', 'resnet20', 'resnet32', 'resnet44', 'resnet56',
                 'resnet110']
@@ -119,35 +123,8 @@ def table_estimate(rows: Dict[str, List[Dict[str, Any]]], batch_size: int) -> Di
           'single_run_images_per_second': {n: r['images_per_second'] for n, r in single.items() if r}}
 
 
-def render(result: Dict[str, Any]) -> str:
-  device = result['device']
-  lines = [f'Population throughput on {device["count"]} x {device["kind"]} '
-           f'({device.get("host_cpu", "")}), batch {result["batch_size"]} per member; '
-           f'jax {result["versions"]["jax"]}, flax {result["versions"]["flax"]}.', '',
-           '| model | precision | ' + ' | '.join(f'K={k}' for k in result['num_seeds']) + ' | K=max / K=1 |',
-           '|---|---|' + '---|' * (len(result['num_seeds']) + 1)]
-  for key, rows in result['populations'].items():
-    name, precision = key.split('/')
-    by_k = {r['num_seeds']: r['images_per_second'] for r in rows}
-    cells = [f'{by_k[k]:,.0f}' if k in by_k else '-' for k in result['num_seeds']]
-    gain = by_k[max(by_k)] / by_k[1] if 1 in by_k else float('nan')
-    lines.append(f'| {name} | {precision} | ' + ' | '.join(cells) + f' | {gain:.2f}x |')
-  for precision, estimate in result['table_estimates'].items():
-    if 'rows' not in estimate:
-      continue
-    lines += ['', f'Estimated device-minutes of the He et al. table, {estimate["seeds"]} seeds per model as one '
-              f'population, {estimate["steps"]} steps each, {precision} (step time: the measured K='
-              f'{min(estimate["measured_k_per_model"].values())} step as a bound; other depths '
-              f'{estimate["method"]}): **{estimate["total_minutes"]:.1f} minutes** in all.', '',
-              '| ' + ' | '.join(r['model'] for r in estimate['rows']) + ' |',
-              '|' + '---|' * len(estimate['rows']),
-              '| ' + ' | '.join(f'{r["minutes"]:.1f}' + ('' if r['measured_k'] else '*') for r in estimate['rows'])
-              + ' |', '', '(* interpolated, not measured)']
-  return '\n'.join(lines)
-
-
 def main(argv):
-  del argv
+  cli.exit_on_extra_arguments(argv)
   on_gpu = jax.default_backend() != 'cpu'
   steps = FLAGS.steps or (50 if on_gpu else 5)
   warmup = FLAGS.warmup or (10 if on_gpu else 1)
@@ -175,9 +152,12 @@ def main(argv):
   path = os.path.join(FLAGS.out_dir, f'population_{device["name"]}.json')
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)
-  print(render(result))
+  print(report.population_section(os.path.basename(path), result))
   print(f'wrote {path}')
+  if FLAGS.update_readme:
+    report.update_readme(FLAGS.readme, FLAGS.out_dir)
+    print(f'updated {FLAGS.readme}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_cli(main)

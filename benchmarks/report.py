@@ -1,21 +1,36 @@
-"""Renders benchmarks/results/*.json into the results section of benchmarks/README.md.
+"""Renders benchmarks/results/ into benchmarks/README.md: every results file in its table, or one line saying why not.
 
     python -m benchmarks.report [--readme=benchmarks/README.md] [--results_dir=benchmarks/results]
 
-benchmarks.throughput calls this after each run. Every number in the section
-comes from a results file, which the throughput tool wrote; nothing is typed in.
+Three kinds of results file, each rendered between its own markers in the README:
+benchmarks.throughput's results/<device>.json (the Results section),
+benchmarks.population's results/population_<device>.json (Populations) and
+benchmarks.conv_layers' results/layers/<device>.json (Convolutions alone). A
+JSON file that is none of these, or cannot be read, is named on one `skipped`
+line and left out. benchmarks.throughput, population and conv_layers call this
+after each run. Every number in those sections comes from a results file;
+nothing is typed in.
 """
 import glob
 import json
 import os
-from typing import Any, Dict, List
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from absl import app
 from absl import flags
+
+from jaxresnet.infra import cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN = '<!-- results: rendered by `python -m benchmarks.report` from benchmarks/results/*.json; do not edit -->'
 END = '<!-- end of results -->'
+POPULATION_BEGIN = ('<!-- populations: rendered by `python -m benchmarks.report` from '
+                    'benchmarks/results/population_*.json; do not edit -->')
+POPULATION_END = '<!-- end of populations -->'
+CONV_BEGIN = ('<!-- conv layers: rendered by `python -m benchmarks.conv_layers` and `benchmarks.report` from '
+              'benchmarks/results/layers/*.json; do not edit -->')
+CONV_END = '<!-- end of conv layers -->'
+LAYERS_DIR = 'layers'  # results/layers/<device>.json: benchmarks.conv_layers.
 
 
 def _num(x, digits=0) -> str:
@@ -144,15 +159,111 @@ def _end_to_end(r) -> List[str]:
   return lines + ['']
 
 
+def population_section(name: str, result: Dict[str, Any]) -> str:
+  """benchmarks.population's table of aggregate images/s against K, and its estimate of the He et al. table."""
+  device = result['device']
+  lines = [f'### {device["count"]} x {device["kind"]} (`results/{name}`)', '',
+           f'- Command: `{result["command"]}`',
+           f'- Hardware: {device["count"]} x {device["kind"]}; host: {device.get("host_cpu", "unknown")}, '
+           f'{device.get("host_cores", "?")} cores',
+           f'- Versions: jax {result["versions"]["jax"]}, flax {result["versions"]["flax"]}',
+           f'- Timing: batch {result["batch_size"]} per member; {result["repeats"]} windows of '
+           f'{result["steps_per_window"]} steps; median window', '',
+           '| model | precision | ' + ' | '.join(f'K={k}' for k in result['num_seeds']) + ' | K=max / K=1 |',
+           '|---|---|' + '---|' * (len(result['num_seeds']) + 1)]
+  for key, rows in result['populations'].items():
+    model, precision = key.split('/')
+    by_k = {r['num_seeds']: r['images_per_second'] for r in rows}
+    cells = [f'{by_k[k]:,.0f}' if k in by_k else '-' for k in result['num_seeds']]
+    gain = f'{by_k[max(by_k)] / by_k[1]:.2f}x' if 1 in by_k else '-'
+    lines.append(f'| {model} | {precision} | ' + ' | '.join(cells) + f' | {gain} |')
+  for precision, estimate in result['table_estimates'].items():
+    if 'rows' not in estimate:
+      lines += ['', f'He et al. table estimate, {precision}: {estimate.get("skipped", "not made")}.']
+      continue
+    lines += ['', f'Estimated device-minutes of the He et al. table, {estimate["seeds"]} seeds per model as one '
+              f'population, {estimate["steps"]} steps each, {precision} (step time: the measured K='
+              f'{min(estimate["measured_k_per_model"].values())} step as a bound; other depths '
+              f'{estimate["method"]}): **{estimate["total_minutes"]:.1f} minutes** in all.', '',
+              '| ' + ' | '.join(r['model'] for r in estimate['rows']) + ' |',
+              '|' + '---|' * len(estimate['rows']),
+              '| ' + ' | '.join(f'{r["minutes"]:.1f}' + ('' if r['measured_k'] else '*') for r in estimate['rows'])
+              + ' |', '', '(* interpolated, not measured)']
+  return '\n'.join(lines)
+
+
+def conv_layers_section(name: str, result: Dict[str, Any]) -> str:
+  """benchmarks.conv_layers' milliseconds per convolution, by direction and implementation."""
+  directions = ('fwd', 'dx', 'dw')
+  lines = [f'- Command: `{result["command"]}` (`results/{LAYERS_DIR}/{name}`)',
+           f'- Hardware: {result["hardware"]}',
+           f'- Versions: {result["versions"]}',
+           f'- Run {result["time"]}; load average {result["load_start"]:.1f} at the start, '
+           f'{result["load_end"]:.1f} at the end (1-minute)',
+           '- Milliseconds per call, median of the windows; x19 = ResNet-20\'s 19 convs summed', '',
+           '| Implementation | ' + ' | '.join(f'{s}: fwd / dx / dw' for s in result['shapes'] + ['x19']) + ' |',
+           '|---|' + '---|' * (len(result['shapes']) + 1)]
+  for implementation, by_shape in result['rows'].items():
+    cells = [' / '.join(f'{by_shape[s][d]:.1f}' for d in directions) for s in result['shapes'] + ['x19']]
+    lines.append(f'| {implementation} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def kind_of(result: Any) -> Optional[str]:
+  """Which tool wrote a results file, from the fields it has: 'throughput', 'population', 'conv_layers' or None."""
+  if not isinstance(result, dict):
+    return None
+  if {'device', 'settings', 'models'} <= result.keys():
+    return 'throughput'
+  if {'device', 'populations', 'num_seeds'} <= result.keys():
+    return 'population'
+  if {'rows', 'shapes', 'command'} <= result.keys():
+    return 'conv_layers'
+  return None
+
+
+# kind -> (where its files are, relative to results_dir; how one is rendered; the README block; heading; if none).
+KINDS: Dict[str, Tuple[str, Callable[[str, Dict[str, Any]], str], str, str, str, str]] = {
+    'throughput': ('*.json', section, BEGIN, END, '## Results',
+                   '_No results yet: run `python -m benchmarks.throughput`._'),
+    'population': ('*.json', population_section, POPULATION_BEGIN, POPULATION_END, '## Populations',
+                   '_No results yet: run `python -m benchmarks.population`._'),
+    'conv_layers': (os.path.join(LAYERS_DIR, '*.json'), conv_layers_section, CONV_BEGIN, CONV_END,
+                    '## Convolutions alone', '_No results yet: run `python -m benchmarks.conv_layers`._'),
+}
+EXPECTED = {'*.json': ('throughput', 'population'), os.path.join(LAYERS_DIR, '*.json'): ('conv_layers',)}
+
+
+def render_all(results_dir: str) -> Tuple[Dict[str, str], List[str]]:
+  """Each kind's rendered block, and one `skipped <file>: why` line per results file left out."""
+  sections = {kind: [] for kind in KINDS}
+  skipped = []
+  for pattern, expected in EXPECTED.items():
+    for path in sorted(glob.glob(os.path.join(results_dir, pattern))):
+      name = os.path.relpath(path, results_dir)
+      try:
+        with open(path) as f:
+          result = json.load(f)
+      except (OSError, ValueError) as e:
+        skipped.append(f'skipped {name}: not readable as JSON ({str(e).splitlines()[0]})')
+        continue
+      kind = kind_of(result)
+      if kind not in expected:
+        tools = ' or '.join(f'benchmarks.{k}' for k in expected)
+        skipped.append(f'skipped {name}: not a {tools} results file' +
+                       (f' (it looks like benchmarks.{kind}\'s)' if kind else ''))
+        continue
+      try:
+        sections[kind].append(KINDS[kind][1](os.path.basename(path), result))
+      except (KeyError, TypeError, ValueError, IndexError) as e:
+        skipped.append(f'skipped {name}: a benchmarks.{kind} file without {type(e).__name__} {e}')
+  blocks = {kind: '\n\n'.join(found) if found else KINDS[kind][5] for kind, found in sections.items()}
+  return blocks, skipped
+
+
 def render(results_dir: str) -> str:
-  paths = sorted(glob.glob(os.path.join(results_dir, '*.json')))
-  if not paths:
-    return '_No results yet: run `python -m benchmarks.throughput`._'
-  sections = []
-  for path in paths:
-    with open(path) as f:
-      sections.append(section(os.path.basename(path), json.load(f)))
-  return '\n\n'.join(sections)
+  """The Results section's block (benchmarks.throughput's files)."""
+  return render_all(results_dir)[0]['throughput']
 
 
 def replace_block(readme: str, begin: str, end: str, body: str, heading: str) -> None:
@@ -167,18 +278,25 @@ def replace_block(readme: str, begin: str, end: str, body: str, heading: str) ->
     f.write(text)
 
 
-def update_readme(readme: str, results_dir: str) -> None:
-  replace_block(readme, BEGIN, END, render(results_dir), heading='## Results')
+def update_readme(readme: str, results_dir: str) -> List[str]:
+  """Re-renders every block of `readme` from `results_dir`; returns the `skipped` lines (also on stderr)."""
+  blocks, skipped = render_all(results_dir)
+  for kind, (_, _, begin, end, heading, _) in KINDS.items():
+    replace_block(readme, begin, end, blocks[kind], heading=heading)
+  for line in skipped:
+    print(line, file=sys.stderr, flush=True)
+  return skipped
 
 
 def main(argv):
-  del argv
-  update_readme(flags.FLAGS.readme, flags.FLAGS.results_dir)
-  print(f'updated {flags.FLAGS.readme} from {flags.FLAGS.results_dir}')
+  cli.exit_on_extra_arguments(argv)
+  skipped = update_readme(flags.FLAGS.readme, flags.FLAGS.results_dir)
+  print(f'updated {flags.FLAGS.readme} from {flags.FLAGS.results_dir}'
+        + (f' ({len(skipped)} file{"s" if len(skipped) > 1 else ""} skipped)' if skipped else ''))
 
 
 if __name__ == '__main__':
   # Defined here, not at import: benchmarks.throughput imports this module and has its own --readme.
   flags.DEFINE_string('readme', os.path.join(HERE, 'README.md'), 'The README to update.')
   flags.DEFINE_string('results_dir', os.path.join(HERE, 'results'), 'Where the <device>.json files are.')
-  app.run(main)
+  cli.run_cli(main)

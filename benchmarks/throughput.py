@@ -12,7 +12,7 @@ For each model, in one process and on the same device:
     Also timed: `train.train_step` alone on a ready float batch (what the input
     pipeline costs), and optionally several steps per jit call (`--scan_steps`)
     and the train step compiled with extra XLA options (`--compare_compiler_options`).
-  * the PyTorch reference of benchmarks/torch_resnet.py (same architectures and
+  * the PyTorch reference of jaxresnet/peer/nets.py (same architectures and
     parameter counts, SGD with momentum and weight decay), eager; on GPU also
     channels_last and torch.compile; with --precision=bf16 under autocast (AMP).
 
@@ -41,7 +41,6 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -58,11 +57,12 @@ from benchmarks import host
 from benchmarks.synthetic import benchmark_config, synthetic_dataset
 from jaxresnet.configs import default as default_config
 from jaxresnet import data
+from jaxresnet.infra import cli
 from jaxresnet.infra import devices
 from jaxresnet.training import evaluation
 from jaxresnet import models
 from jaxresnet.training import train
-from jaxresnet.infra.errors import JaxresnetError, exit_on_user_error
+from jaxresnet.infra.errors import JaxresnetError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('models', ['resnet20', 'resnet56', 'resnet110', 'resnet18'], 'Models to time.')
@@ -730,12 +730,10 @@ def run(argv) -> Dict[str, Any]:
 def main(argv):
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Keep JAX's start-up INFO lines out of the report.
-  if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
-  with exit_on_user_error():
+  cli.exit_on_extra_arguments(argv)
+  with cli.exit_on_user_error():
     run(sys.argv)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_cli(main)

@@ -150,3 +150,83 @@ def test_readme_is_rewritten_only_with_update_readme(tmp_path):
              check=True)
   assert readme.read_text() == '# Benchmarks\n\nText kept as it is.\n'
   assert (tmp_path / 'results' / 'cpu.json').exists()
+
+
+def benchmark_commands():
+  """Every module of benchmarks/ that runs as a command (`python -m benchmarks.NAME`)."""
+  folder = os.path.join(REPO, 'benchmarks')
+  return sorted(name[:-3] for name in os.listdir(folder)
+                if name.endswith('.py') and "if __name__ == '__main__':" in open(os.path.join(folder, name)).read())
+
+
+def test_every_benchmarks_command_answers_help_with_exit_0():
+  commands = benchmark_commands()
+  assert {'throughput', 'population', 'report', 'conv_layers'} <= set(commands)
+  for command in commands:
+    result = run_module(f'benchmarks.{command}', '--help')
+    assert result.returncode == 0, (command, result.stderr[-2000:])
+    assert 'usage' in (result.stdout + result.stderr).lower() or 'python -m benchmarks.' in result.stdout, command
+
+
+def test_report_renders_every_results_file_or_names_the_one_it_skips(tmp_path):
+  committed = os.path.join(REPO, 'benchmarks', 'results')
+  results = tmp_path / 'results'
+  (results / 'layers').mkdir(parents=True)
+  for name in ('cpu.json', 'population_cpu.json', os.path.join('layers', 'cpu.json')):
+    (results / name).write_text(open(os.path.join(committed, name)).read())
+  (results / 'notes.json').write_text('{"comment": "not a results file"}')
+  (results / 'broken.json').write_text('{"device": ')
+  readme = tmp_path / 'README.md'
+  readme.write_text('# Benchmarks\n')
+  result = run_module('benchmarks.report', f'--readme={readme}', f'--results_dir={results}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  text = readme.read_text()
+  for name in ('cpu.json', 'population_cpu.json', 'layers/cpu.json'):
+    assert f'(`results/{name}`)' in text, name
+  assert '| resnet20 | fp32 | ' in text  # The population table.
+  skipped = [line for line in result.stderr.splitlines() if line.startswith('skipped')]
+  assert skipped[0].startswith('skipped broken.json: not readable as JSON (')
+  assert skipped[1:] == ['skipped notes.json: not a benchmarks.throughput or benchmarks.population results file']
+  assert result.stdout.strip().endswith('(2 files skipped)')
+
+
+def test_the_committed_readme_is_what_report_renders_from_the_committed_results(tmp_path):
+  readme = tmp_path / 'README.md'
+  readme.write_text(open(os.path.join(REPO, 'benchmarks', 'README.md')).read())
+  result = run_module('benchmarks.report', f'--readme={readme}', check=True)
+  assert 'skipped' not in result.stderr
+  assert readme.read_text() == open(os.path.join(REPO, 'benchmarks', 'README.md')).read()
+
+
+def test_benchmarks_use_only_public_names_of_jaxresnet():
+  """benchmarks/ sits outside the package: it may use what jaxresnet's modules export, nothing private."""
+  import ast  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  problems = []
+  for command in sorted(os.listdir(os.path.join(REPO, 'benchmarks'))):
+    if not command.endswith('.py'):
+      continue
+    path = os.path.join(REPO, 'benchmarks', command)
+    tree = ast.parse(open(path).read())
+    aliases = {}  # Local name -> jaxresnet module.
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and (node.module or '').startswith('jaxresnet'):
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+          is_submodule = (hasattr(module, '__path__') and not alias.name.startswith('_')
+                          and importlib.util.find_spec(f'{node.module}.{alias.name}') is not None)
+          if is_submodule:
+            aliases[alias.asname or alias.name] = importlib.import_module(f'{node.module}.{alias.name}')
+          elif alias.name.startswith('_') or not hasattr(module, alias.name):
+            problems.append(f'{command}: from {node.module} import {alias.name}')
+      elif isinstance(node, ast.Import):
+        for alias in node.names:
+          if alias.name.startswith('jaxresnet') and alias.asname:
+            aliases[alias.asname] = importlib.import_module(alias.name)
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+        module = aliases[node.value.id]
+        if node.attr.startswith('_') or not hasattr(module, node.attr):
+          problems.append(f'{command}: {module.__name__}.{node.attr}')
+  assert not problems
