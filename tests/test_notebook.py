@@ -41,7 +41,7 @@ def test_notebook_is_a_clean_nbformat_4_notebook_with_a_parameters_cell():
   assert all(c['outputs'] == [] and c['execution_count'] is None for c in code)  # Committed unexecuted.
   assert [c for c in code if 'parameters' in c['metadata'].get('tags', [])] == [code[1]]
   install = ''.join(code[0]['source'])
-  assert '  !pip install -q "jaxresnet{EXTRAS} @ {SOURCE}"' in install
+  assert '  !pip install -q "{REQUIREMENT}"' in install
   defaults = {}
   exec(python_of(code[1]), defaults)  # pylint: disable=exec-used
   # As written it trains the paper's ResNet-20 on TFDS cifar10 for the full 64k iterations.
@@ -119,28 +119,55 @@ def github_zip(path) -> str:
 
 def test_notebook_install_cell_takes_a_fork_url_or_an_uploaded_zip(tmp_path, monkeypatch):
   # As committed, with the placeholder, it stops with what to set instead of a failing pip.
-  with pytest.raises(ValueError, match='Set REPO_URL .* or REPO_ZIP'):
+  with pytest.raises(ValueError, match="Set REPO_URL .*'https://github.com/<user>/jaxresnet'.* or REPO_ZIP"):
     run_install_cell(monkeypatch)
   fork = run_install_cell(monkeypatch, REPO_URL='https://github.com/someone/jaxresnet')
-  assert (fork['SOURCE'], fork['EXTRAS']) == ('git+https://github.com/someone/jaxresnet', '[tpu]')
+  assert fork['REQUIREMENT'].startswith('jaxresnet[tpu') and fork['REQUIREMENT'].endswith(
+      ' @ git+https://github.com/someone/jaxresnet')
   with pytest.raises(FileNotFoundError, match='REPO_ZIP: there is no file'):
     run_install_cell(monkeypatch, REPO_ZIP=str(tmp_path / 'missing.zip'))
   archive = github_zip(tmp_path / 'jaxresnet-main.zip')
   uploaded = run_install_cell(monkeypatch, REPO_ZIP=archive, ACCELERATOR='')
-  assert (uploaded['SOURCE'], uploaded['EXTRAS']) == (f'file://{archive}', '')
+  assert uploaded['REQUIREMENT'].endswith(f' @ file://{archive}')
   # Nothing is installed where jaxresnet can be imported already, whatever the settings.
   monkeypatch.undo()
   namespace = {}
   exec(install_cell(REPO_ZIP=str(tmp_path / 'missing.zip')), namespace)  # pylint: disable=exec-used
-  assert 'SOURCE' not in namespace
+  assert namespace['REQUIREMENT'] is None
+
+
+def requirement_of():
+  """The install cell's decision function, from the cell as committed (here jaxresnet is importable: no install)."""
+  namespace = {}
+  exec(install_cell(), namespace)  # pylint: disable=exec-used
+  assert namespace['REQUIREMENT'] is None
+  return namespace['jaxresnet_requirement']
+
+
+def runtime(*modules):
+  """A fake runtime in which exactly `modules` can be imported."""
+  return lambda name: name in modules
+
+
+def test_notebook_installs_tfds_only_where_the_runtime_lacks_tensorflow_or_tfds():
+  decide, url = requirement_of(), 'https://github.com/someone/jaxresnet'
+  colab = runtime('tensorflow', 'tensorflow_datasets')  # What Colab's images have had preinstalled.
+  assert decide(url, '', 'tpu', colab) == f'jaxresnet[tpu] @ git+{url}'
+  assert decide(url, '', 'tpu', runtime('tensorflow')) == f'jaxresnet[tpu,tfds] @ git+{url}'
+  assert decide(url, '', 'cuda12', runtime('tensorflow_datasets')) == f'jaxresnet[cuda12,tfds] @ git+{url}'
+  assert decide(url, '', '', runtime()) == f'jaxresnet[tfds] @ git+{url}'
+  assert decide(url, '', '', colab) == f'jaxresnet @ git+{url}'
+  assert decide(url, '', 'tpu', runtime('jaxresnet')) is None  # A clone, or installed already.
+  with pytest.raises(ValueError, match='not on PyPI'):
+    decide('https://github.com/OWNER/jaxresnet', '', 'tpu', runtime())
+  # That each of these resolves with pip is checked in tests/test_install_lines.py.
 
 
 def test_notebook_zip_route_builds_the_package_pip_would_install(tmp_path, monkeypatch):
   """The uploaded-zip requirement the cell hands to pip, built offline into a wheel."""
   pytest.importorskip('setuptools')
   archive = github_zip(tmp_path / 'jaxresnet-main.zip')
-  settings = run_install_cell(monkeypatch, REPO_ZIP=archive)
-  requirement = f'jaxresnet{settings["EXTRAS"]} @ {settings["SOURCE"]}'
+  requirement = run_install_cell(monkeypatch, REPO_ZIP=archive)['REQUIREMENT']
   subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '--no-index',
                   '--wheel-dir', str(tmp_path / 'wheels'), requirement], check=True, capture_output=True)
   (wheel,) = os.listdir(tmp_path / 'wheels')
