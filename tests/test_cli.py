@@ -66,11 +66,28 @@ def trained_workdir(image_folder, tmp_path):
   return workdir
 
 
-def interrupt_while_starting(module, *args, after=0.4):
-  """Ctrl-C `after` seconds into the command: while Python imports JAX and the rest."""
+def _loading_numpy(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/maps') as f:
+      return '_multiarray_umath' in f.read()
+  except FileNotFoundError:
+    return False
+
+
+def interrupt_while_starting(module, *args, timeout=60.0):
+  """Ctrl-C while the command imports JAX and the rest.
+
+  Sent once numpy's extension is mapped into the child: the commands install their
+  signal handling before any heavy import, so from then on Ctrl-C must be one line.
+  A fixed delay instead raced Python's own start-up on a loaded machine (the signal
+  came before Python had installed any handler).
+  """
   child = start(module, *args)
-  time.sleep(after)
-  assert child.poll() is None, child.communicate()
+  deadline = time.monotonic() + timeout
+  while not _loading_numpy(child.pid):
+    assert child.poll() is None, child.communicate()
+    assert time.monotonic() < deadline, 'the command never imported numpy'
+    time.sleep(0.005)
   child.send_signal(signal.SIGINT)
   out, err = child.communicate(timeout=60)
   return child.returncode, out, err
