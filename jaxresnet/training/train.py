@@ -15,7 +15,6 @@ statistics; the batch size is per member). With K = 1 nothing is vmapped and
 the state has today's shapes, so older checkpoints still restore.
 """
 import dataclasses
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -282,8 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   window.diverged = checkpoints.diverged_members(manager, start_step)
   chrono, frozen = jobs.Chrono(config.batch_size), frozen_members(mesh, config, window)
   checkpointer = jobs.Checkpointer(manager, metadata, start_step)
-  evaluator = jobs.Evaluator(eval_views(mesh, config), evaluation.eval_splits(mesh, dataset, config.eval_batch_size),
-                             config.num_seeds)
+  splits = evaluation.eval_splits(mesh, dataset, config.eval_batch_size, config.max_eval_examples)
+  evaluator = jobs.Evaluator(eval_views(mesh, config), splits, config.num_seeds)
   step, stopped, failed = start_step, None, True
   try:
     with StopRequest() as stop:
@@ -331,10 +330,8 @@ def eval_views(mesh, config) -> List[tuple]:
 
 
 def member_dirs(config, workdir: str) -> List[str]:
-  """Where each member's metrics and results go: the workdir itself for a single run."""
-  if config.num_seeds == 1:
-    return [workdir]
-  return [os.path.join(workdir, f'seed{s}') for s in seeds(config)]
+  """Where each member's metrics and results go: the workdir itself for a single run (rundir.member_dirs)."""
+  return rundir.member_dirs(config, workdir)
 
 
 def member_config(config, seed: int) -> ml_collections.ConfigDict:
@@ -368,9 +365,7 @@ def start_console(config, workdir, size, dataset, start_step, total_steps) -> jo
     config_files.update({d: member_config(config, s) for d, s in zip(dirs, seeds(config))})
   if is_main:
     for directory, run_config in config_files.items():
-      os.makedirs(directory, exist_ok=True)
-      with open(os.path.join(directory, 'config.json'), 'w') as f:
-        f.write(run_config.to_json_best_effort(indent=2, sort_keys=True))
+      rundir.write_config(directory, run_config)
   writers = [MetricWriter(directory, enabled=is_main) for directory in dirs]
   for writer in writers:
     writer.truncate_after(start_step)
@@ -410,8 +405,7 @@ def write_results(config, workdir, console, evaluator, state, step, size, datase
     if config.num_seeds > 1:
       summary['population'] = {'workdir': os.path.abspath(workdir), 'num_seeds': config.num_seeds}
     if jax.process_index() == 0:
-      with open(os.path.join(directory, 'results.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+      rundir.write_results(directory, summary)
     console.print(f'final test error {100 * summary["test_error"]:.2f}% '
                   f'(accuracy {100 * summary["test_accuracy"]:.2f}%) at step {step}'
                   + (f', seed {seed}' if config.num_seeds > 1 else ''))
