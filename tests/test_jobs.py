@@ -52,7 +52,7 @@ def test_metric_window_means_and_empties():
     window.add(step, device_metrics(loss, accuracy=step / 4))
   window.check(last_good_step=0)
   [summary] = window.summary()  # One record per member; a single run is a population of one.
-  assert summary == pytest.approx({'train_loss': 3.0, 'train_accuracy': 0.375})
+  assert summary == pytest.approx({'train_loss': 3.0, 'train_accuracy': 0.375, 'train_window_steps': 2})
   assert window.summary() == [{}]
 
 

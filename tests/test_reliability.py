@@ -168,6 +168,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(image_folder, 
   train.train_and_evaluate(config, workdir)
   reference = final_state(workdir)
   corrupt(workdir, 6)
+  os.remove(os.path.join(workdir, 'results.json'))  # Not finished: as if killed after its last checkpoint.
   capfd.readouterr()
   summary = train.train_and_evaluate(config, workdir)  # Resumes from 3 and redoes 4..6.
   err = capfd.readouterr().err
@@ -255,7 +256,7 @@ BAD_INPUT = [
     ('missing data dir', ['--config.data_dir=/nonexistent/images'], None, 1,
      "error: image folder '/nonexistent/images' does not exist"),
     ('no classes', [], no_classes, 1, 'error: '),
-    ('unequal classes', [], unequal_classes, 1, 'error: class folders differ between train/ and test/'),
+    ('unequal classes', [], unequal_classes, 1, 'error: classes of train/ missing from test/'),
     ('broken image', [], broken_image, 1, 'error: cannot read image'),
     ('learning rate nan', ['--config.learning_rate=nan'], None, 1,
      'error: config.learning_rate=nan must be a finite number'),  # Not "must not be negative".
@@ -421,6 +422,7 @@ def test_checkpoints_folder_without_permissions_is_one_line_for_evaluate_and_res
 def test_an_unreadable_checkpoint_folder_stops_the_resume_in_one_line(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder), workdir)
+  os.remove(os.path.join(workdir, 'results.json'))  # Not finished: as if killed after its last checkpoint.
   step6 = os.path.join(workdir, 'checkpoints', '6')
   os.chmod(step6, 0)
   try:
@@ -469,6 +471,7 @@ def test_a_full_disk_is_one_line_naming_the_checkpoint_that_failed(image_folder,
 def test_a_truncated_checkpoint_is_one_short_warning_without_asyncio_noise(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   run_module('jaxresnet.main', *tiny_main_args(image_folder, workdir), check=True)
+  os.remove(os.path.join(workdir, 'results.json'))  # Not finished: as if killed after its last checkpoint.
   for path in glob.glob(os.path.join(workdir, 'checkpoints', '6', 'state', 'ocdbt.process_0', 'd', '*')):
     with open(path, 'r+b') as f:
       f.truncate(os.path.getsize(path) // 2)
@@ -505,7 +508,7 @@ from jaxresnet.infra import rundir
 def die(*args, **kwargs):  # The process is killed between writing its probe and removing it.
   os.kill(os.getpid(), signal.SIGKILL)
 os.remove = os.unlink = die
-workdir.check_writable(sys.argv[1])
+rundir.check_writable(sys.argv[1])
 """
 
 

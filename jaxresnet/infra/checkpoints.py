@@ -59,7 +59,9 @@ def create_manager(workdir: str, max_to_keep: int = 3, read_only: bool = False, 
   directory = checkpoint_dir(workdir)
   try:
     with errors.absl_warnings_off():  # Orbax's three warnings about every read-only manager.
-      options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only)
+      # A writer removes the temporary folders of checkpoints whose writing was cut short (kill -9).
+      options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+                                             cleanup_tmp_directories=not read_only)
       manager = Manager(directory, options, lock)
   except OSError as e:
     raise CheckpointError(f'cannot read {directory}: {e.strerror or e}') from None
@@ -160,6 +162,15 @@ def save(manager: ocp.CheckpointManager, state, metadata: Dict[str, Any], step: 
     raise SaveError(step, short_reason(e)) from None
   if isinstance(manager, Manager):
     manager.writing = step
+
+
+def remove_unfinished(manager: ocp.CheckpointManager, step: int) -> None:
+  """Removes what a failed save of checkpoint `step` left: Orbax's temporary folder of it (a full disk's
+  last few KB, and empty files)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  for path in glob.glob(os.path.join(str(manager.directory), f'{step}.orbax-checkpoint-tmp*')):
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -300,13 +311,6 @@ def check_newest_matches(workdir: str, config) -> None:
       return
   finally:
     manager.close()
-
-
-def diverged_members(manager: ocp.CheckpointManager, step: Optional[int]) -> Dict[int, int]:
-  """The frozen members of a population's checkpoint (member -> step it diverged at); {} if none."""
-  if not step:
-    return {}
-  return {int(member): int(at) for member, at in read_metadata(manager, step).get('diverged', [])}
 
 
 # --------------------------------------------------------------------------

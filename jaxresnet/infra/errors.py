@@ -93,8 +93,10 @@ class _LogFile(logging.Handler):
         with open(self.path, 'a') as f:
           f.write(''.join(self._waiting) + text)
         self._waiting = []
-      except OSError:
-        pass  # An unwritable workdir is reported where it matters; the details are lost.
+      except OSError:  # An unwritable workdir is reported where it matters; the details are lost.
+        with contextlib.suppress(OSError):
+          if not os.path.getsize(self.path):
+            os.remove(self.path)  # A full disk: no empty log file left behind.
 
   def emit(self, record: logging.LogRecord) -> None:
     try:

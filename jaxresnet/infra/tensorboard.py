@@ -1,56 +1,84 @@
-"""Where training metrics go: metrics.jsonl and TensorBoard event files in the workdir."""
+"""Where training metrics go: metrics.jsonl and TensorBoard event files in the workdir.
+
+The event files are written here, synchronously, with TensorBoard's own
+record framing (tensorboard.summary.writer.record_writer: the TFRecord format
+with its masked CRC-32C) and its protos, which import no TensorFlow. Checked
+and not used for the writing itself:
+  * TensorBoard's EventFileWriter: imports TensorFlow at its first write when
+    TensorFlow is installed (the [tfds] extra: seconds, and TensorFlow may
+    claim accelerator memory), and writes from a background thread.
+  * tensorboardX (2.6.5): imports no TensorFlow, but imports torch whenever it
+    is installed (the [peer] extra: 6 s on this project's 2-core machine),
+    writes from a background thread (a full disk is lost there, not
+    reported), and opens its file with 'wb' under a name that changes once a
+    second (a session started within the second of the last truncates its file).
+  * clu's metric writers: TensorBoard files through tf.summary (TensorFlow) or
+    torch.utils.tensorboard (torch).
+"""
+import glob
+import io
 import json
 import os
 import socket
 import struct
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-
-def _crc32c_table():
-  table = []
-  for i in range(256):
-    crc = i
-    for _ in range(8):
-      crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-    table.append(crc)
-  return table
+from jaxresnet.infra.errors import CheckpointError
 
 
-_CRC32C = _crc32c_table()
+def append_whole(path: str, data: bytes, sync: bool = False) -> None:
+  """Appends `data` to `path` whole or not at all: on failure (a full disk) the file is cut back to where it
+  ended (and removed if this call created it), so no torn line or record and no empty file is left."""
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    size = os.fstat(fd).st_size
+    try:
+      view = memoryview(data)
+      while view:
+        view = view[os.write(fd, view):]
+      if sync:
+        os.fsync(fd)
+    except OSError:
+      os.ftruncate(fd, size)  # Shortening needs no space.
+      if not size:
+        os.remove(path)
+      raise
+  finally:
+    os.close(fd)
 
 
-def _masked_crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-  crc ^= 0xFFFFFFFF
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+def _records(path: str) -> Iterator[Tuple[int, bytes]]:
+  """(offset, data) of each whole record of a TFRecord file, up to a torn one (a crash while writing)."""
+  with open(path, 'rb') as f:
+    content = f.read()
+  offset = 0
+  while offset + 12 <= len(content):
+    (length,) = struct.unpack_from('<Q', content, offset)  # Then the length's CRC, the data and its CRC.
+    end = offset + 12 + length + 4
+    if end > len(content):
+      return
+    yield offset, content[offset + 12:offset + 12 + length]
+    offset = end
 
 
 class EventFileWriter:
-  """Writes TensorBoard scalars as a TFRecord file of Event protos.
-
-  TensorBoard's own writer imports TensorFlow whenever it is installed (slow,
-  and it may claim accelerator memory); only the protos are needed.
-  """
+  """Writes TensorBoard scalars as a TFRecord file of Event protos, one record at a time (see the module's doc)."""
 
   def __init__(self, logdir: str):
     from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
     self._event_pb2 = event_pb2
     os.makedirs(logdir, exist_ok=True)
-    name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
-    self._file = open(os.path.join(logdir, name), 'ab')
+    self.path = os.path.join(logdir, f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}')
     self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
 
   def _write(self, event) -> None:
-    data = event.SerializeToString()
-    header = struct.pack('<Q', len(data))
-    self._file.write(header + struct.pack('<I', _masked_crc32c(header)) + data +
-                     struct.pack('<I', _masked_crc32c(data)))
-    self._file.flush()
+    from tensorboard.summary.writer.record_writer import RecordWriter  # pylint: disable=g-import-not-at-top
+    framed = io.BytesIO()
+    RecordWriter(framed).write(event.SerializeToString())
+    append_whole(self.path, framed.getvalue())
 
   def scalars(self, step: int, values: Dict[str, float]) -> None:
     from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
@@ -59,7 +87,25 @@ class EventFileWriter:
     self._write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
   def close(self) -> None:
-    self._file.close()
+    pass  # Every record is written when it is given.
+
+
+def truncate_events_after(logdir: str, step: int) -> None:
+  """Cuts each event file in `logdir` before its first event of a step after `step` (and before a torn record).
+
+  A resumed run writes those steps again: TensorBoard would show them twice.
+  One writer's events are in step order, so the cut keeps every earlier one.
+  """
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  for path in sorted(glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))):
+    end = 0
+    for offset, data in _records(path):
+      event = event_pb2.Event.FromString(data)
+      if event.step > step:
+        break
+      end = offset + 12 + len(data) + 4
+    if end < os.path.getsize(path):
+      os.truncate(path, end)
 
 
 def _plain(value: Any) -> Any:
@@ -70,55 +116,83 @@ def _plain(value: Any) -> Any:
 class MetricWriter:
   """Appends one JSON object per call to WORKDIR/metrics.jsonl and mirrors scalars to TensorBoard.
 
-  Each line is written whole and flushed, so a crash leaves no half line; on
-  resume `truncate_after(step)` drops the lines a restarted run will write again.
-  Only process 0 writes; the others get a writer that does nothing.
+  Each line is written whole and synced, or not at all, so a crash or a full
+  disk leaves no half line; on resume `truncate_after(step)` drops the lines
+  (and TensorBoard events) a restarted run will write again. A file that
+  cannot be written is one line (CheckpointError) naming it. Only process 0
+  writes; the others get a writer that does nothing.
   """
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.tensorboard_dir = os.path.join(workdir, 'tensorboard')
     self._tensorboard = None
     if not enabled:
       return
     try:
-      self._tensorboard = EventFileWriter(os.path.join(workdir, 'tensorboard'))
+      self._tensorboard = EventFileWriter(self.tensorboard_dir)
     except ImportError:  # TensorBoard is optional: metrics.jsonl has everything.
       pass
+    except OSError as e:
+      raise CheckpointError(f'cannot write TensorBoard events to {self.tensorboard_dir}: {e.strerror or e}') from None
 
-  def truncate_after(self, step: int) -> None:
-    """Keeps only complete lines with step <= `step` (a resumed run redoes the rest)."""
-    if not self.enabled or not os.path.exists(self.path):
-      return
-    kept = []
+  def truncate_after(self, step: int) -> Optional[int]:
+    """Keeps only complete lines with step <= `step` (a resumed run redoes the rest); the last one's step kept.
+
+    The TensorBoard event files are cut at the same step.
+    """
+    if not self.enabled:
+      return None
+    if os.path.isdir(self.tensorboard_dir):
+      try:
+        truncate_events_after(self.tensorboard_dir, step)
+      except OSError as e:
+        raise CheckpointError(f'cannot rewrite TensorBoard events in {self.tensorboard_dir}: '
+                              f'{e.strerror or e}') from None
+    if not os.path.exists(self.path):
+      return None
+    kept, dropped = [], False
     with open(self.path) as f:
       for line in f:
         try:
           record = json.loads(line)
         except json.JSONDecodeError:
+          dropped = True
           continue  # A line cut short by a crash.
         if line.endswith('\n') and record.get('step', 0) <= step:
-          kept.append(line)
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+          kept.append((record.get('step', 0), line))
+        else:
+          dropped = True
+    if dropped:
+      tmp = self.path + '.tmp'
+      try:
+        with open(tmp, 'w') as f:
+          f.writelines(line for _, line in kept)
+          f.flush()
+          os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+      except OSError as e:
+        if os.path.exists(tmp):
+          os.remove(tmp)
+        raise CheckpointError(f'cannot rewrite {self.path}: {e.strerror or e}') from None
+    return kept[-1][0] if kept else None
 
   def write(self, step: int, metrics: Dict[str, Any]) -> None:
     if not self.enabled:
       return
     record = {'step': int(step), **{k: _plain(v) for k, v in metrics.items()}}
-    # One write() of the whole line to an O_APPEND file, then fsync: a crash loses at most
-    # this line, and a torn one is dropped by truncate_after() on resume.
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-      os.write(fd, (json.dumps(record) + '\n').encode())
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+      append_whole(self.path, (json.dumps(record) + '\n').encode(), sync=True)
+    except OSError as e:
+      raise CheckpointError(f'cannot write metrics to {self.path}: {e.strerror or e}') from None
     if self._tensorboard is not None:
-      self._tensorboard.scalars(int(step), {k: float(v) for k, v in record.items()
-                                            if k != 'step' and np.ndim(v) == 0})
+      try:
+        self._tensorboard.scalars(int(step), {k: float(v) for k, v in record.items()
+                                              if k != 'step' and np.ndim(v) == 0})
+      except OSError as e:
+        raise CheckpointError(f'cannot write TensorBoard events to {self._tensorboard.path}: '
+                              f'{e.strerror or e}') from None
 
   def close(self) -> None:
     if self._tensorboard is not None:

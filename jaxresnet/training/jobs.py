@@ -5,7 +5,7 @@
     EpochOrder     the example order of the current epoch (a new permutation when an epoch starts)
     MetricWindow   collects the step's device metrics; `check()` fetches them and stops
                    the run on a non-finite loss (the divergence check, before any save)
-    Chrono         training images per second between log lines, compile and eval excluded
+    Chrono         training images per second between log lines, compile, saves and evals excluded
     Checkpointer   saves the state (asynchronously) and knows the last good step
     Evaluator      evaluates every split, after the save, so a failure there costs no checkpoint
     Console        writes the step's record to metrics.jsonl/TensorBoard and one line to the terminal
@@ -109,7 +109,11 @@ class MetricWindow:
     return newly
 
   def summary(self) -> List[Dict[str, Any]]:
-    """Each member's means over the window (call after check()); empties it."""
+    """Each member's means over the window (call after check()); empties it.
+
+    `train_window_steps` says how many steps the means cover: log_every_steps,
+    but fewer in the window a stop cut short, the one after it, and the last.
+    """
     window, self._host = self._host, []
     if not window:
       return [{} for _ in range(self.num_members)]
@@ -118,18 +122,35 @@ class MetricWindow:
     for k in range(self.num_members):
       losses = stacked['loss'][:, k]  # NaN where a step diverged: left out of the mean.
       record = {'train_loss': float(np.nanmean(losses)) if not np.isnan(losses).all() else float('nan'),
-                'train_accuracy': float(np.mean(stacked['accuracy'][:, k]))}
+                'train_accuracy': float(np.mean(stacked['accuracy'][:, k])), 'train_window_steps': len(window)}
       if self.skip_nonfinite:
         record['skipped_updates'] = int(stacked['skipped'][:, k].sum())
       records.append(record)
     return records
 
+  def saved(self) -> Dict[str, list]:
+    """The fetched metrics of the steps not summarized yet, as JSON values (for the checkpoint of this step).
+
+    A run resumed from the checkpoint restores them, so its next record averages
+    the same steps as a run that was never stopped.
+    """
+    if self._pending:
+      raise ValueError('saved() before check(): some steps are not fetched yet')
+    return {key: [np.atleast_1d(m[key]).tolist() for m in self._host] for key in (self._host[0] if self._host else {})}
+
+  def restore(self, saved: Optional[Dict[str, list]]) -> None:
+    """Takes back the steps saved() gave (None or {}: none)."""
+    saved = saved or {}
+    steps = len(next(iter(saved.values()), []))
+    self._host = [{key: np.asarray(values[i]) for key, values in saved.items()} for i in range(steps)]
+
 
 class Chrono:
-  """Training throughput between log lines: from the end of the first (compiling) step, eval excluded."""
+  """Training throughput between log lines: from the end of the first (compiling) step, what runs
+  `paused()` (checkpoints, evaluations, writing the metrics) excluded."""
 
-  def __init__(self, images_per_step: int):
-    self.images_per_step = images_per_step
+  def __init__(self, images_per_step: int, clock=time.perf_counter):
+    self.images_per_step, self.clock = images_per_step, clock
     self._start: Optional[float] = None
     self._steps = 0
 
@@ -139,7 +160,7 @@ class Chrono:
       if first_step_metrics is not None:
         import jax  # pylint: disable=g-import-not-at-top
         jax.block_until_ready(first_step_metrics)
-      self._start = time.perf_counter()
+      self._start = self.clock()
     else:
       self._steps += 1
 
@@ -147,18 +168,27 @@ class Chrono:
     """{'train_images_per_second': ...} since the last call (empty if only the compile step ran)."""
     record = {}
     if self._steps:
-      elapsed = time.perf_counter() - self._start
+      elapsed = self.clock() - self._start
       record['train_images_per_second'] = self._steps * self.images_per_step / max(elapsed, 1e-9)
-    self._start, self._steps = time.perf_counter(), 0
+    self._start, self._steps = self.clock(), 0
     return record
 
   @contextlib.contextmanager
-  def paused(self):
-    """Time spent inside does not count as training."""
-    start = time.perf_counter()
-    yield
-    if self._start is not None:
-      self._start += time.perf_counter() - start
+  def paused(self, after=None):
+    """Time spent inside does not count as training; it starts once the arrays `after` are computed.
+
+    Waiting for them first keeps the step still running on the device in the
+    training time: only what the block itself adds (a save, an evaluation) is left out.
+    """
+    if after is not None:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.block_until_ready(after)
+    start = self.clock()
+    try:
+      yield
+    finally:
+      if self._start is not None:
+        self._start += self.clock() - start
 
 
 class Checkpointer:
@@ -168,29 +198,47 @@ class Checkpointer:
     self.manager, self.metadata = manager, metadata
     self.last_step = start_step  # The newest checkpoint written or resumed from.
 
-  def save(self, state, step: int, diverged: Optional[Dict[int, int]] = None) -> None:
-    """Saves `state` at `step`; a population's frozen members (member -> step) go into the metadata."""
+  def save(self, state, step: int, diverged: Optional[Dict[int, int]] = None,
+           log: Optional[Dict[str, Any]] = None) -> None:
+    """Saves `state` at `step`; a population's frozen members (member -> step) go into the metadata, and so
+    does `log`: what the metrics of a run resumed here need (the step's train records, the open window)."""
     metadata = {**self.metadata, 'diverged': sorted(diverged.items())} if diverged else self.metadata
+    if log is not None:
+      metadata = {**metadata, 'log': log}
     try:
       checkpoints.save(self.manager, state, metadata, step)
     except Exception as e:  # Disk full, permissions, a vanished directory...
       # Saves run in the background: a SaveError names the checkpoint that failed, maybe an earlier one.
       failed, reason = (e.step, e.reason) if isinstance(e, checkpoints.SaveError) else (step, checkpoints.first_line(e))
+      checkpoints.remove_unfinished(self.manager, failed)
       kept = [s for s in self.manager.all_steps() if s < failed]
       raise CheckpointError(f'cannot write checkpoint {failed} to {self.manager.directory}: {reason}; the '
                             f'previous checkpoint ({max(kept) if kept else "none"}) is intact') from None
     self.last_step = step
 
   def finish(self, step: int, failed: bool) -> None:
-    """Waits for the checkpoint being written, also after an error, so the last good one is complete."""
+    """Waits for the checkpoint being written, also after an error, so the last good one is complete.
+
+    After an error (`failed`) what closing the manager raises too is left to
+    the log file: the first error is the one to report.
+    """
     try:
       self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
+      checkpoints.log_details(f'finishing checkpoint {step} failed', e)
+      checkpoints.remove_unfinished(self.manager, getattr(self.manager, 'writing', None) or step)
       if not failed:
+        failed = True
         raise CheckpointError(f'cannot finish writing checkpoint {step} to {self.manager.directory}: '
-                              f'{checkpoints.first_line(e)}') from None
+                              f'{checkpoints.short_reason(e)}') from None
     finally:
-      self.manager.close()
+      try:
+        self.manager.close()
+      except Exception as e:  # pylint: disable=broad-except
+        checkpoints.log_details(f'closing the checkpoints in {self.manager.directory} failed', e)
+        if not failed:
+          raise CheckpointError(f'cannot finish writing checkpoint {step} to {self.manager.directory}: '
+                                f'{checkpoints.short_reason(e)}') from None
 
 
 class Evaluator:
@@ -287,8 +335,8 @@ class Console:
       else:
         self.print(log_line(step, self.total_steps, population_line_record(records)) +
                    f'  ({len(records)} seeds: mean; images/s and skipped updates summed)')
-    if self.progress is not None:
-      self.progress.update(1)
+    if self.progress is not None and step > self.progress.n:
+      self.progress.update(step - self.progress.n)
 
   def close(self) -> None:
     if self.progress is not None:

@@ -258,19 +258,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """
   config_lib.validate(config, jax.device_count())
   run_lock = rundir.check_before_run(workdir, config)  # Now, not after the data: a file, busy, another run's.
+  known_length = config_lib.known_num_train_steps(config)  # None for a run set in epochs.
+  if known_length is not None and rundir.finished(config, workdir, known_length):
+    return already_finished(config, workdir, run_lock)  # Before the data: known in a second.
   mesh = devices.make_mesh(config.num_seeds)
   dataset = data.load_dataset(config)
   durations = config_lib.steps(config, len(dataset.train_labels))  # Every duration of the config, in steps.
   total_steps = durations.num_train_steps
+  if rundir.finished(config, workdir, total_steps):  # A run set in epochs: its length needed the data.
+    return already_finished(config, workdir, run_lock)
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
   model, state, schedule = build(config, dataset, mesh)
   config = config_lib.fit_to_splits(config, dataset, jax.device_count())  # eval_batch_size <= the largest split.
   metadata = checkpoints.run_metadata(config, dataset)
   # Creates and locks the workdir only now (bad data leave nothing behind); the manager holds the lock.
   manager, state, start_step = rundir.open_run(workdir, config, state, metadata, run_lock)
+  resumed = checkpoints.read_metadata(manager, start_step) if start_step else {}
   # One member's size (all have the same), counted once from an abstract trace of `init`.
   size = models.count_params_and_macs(model, dataset.train_images.shape[1:])
-  console = start_console(config, workdir, size, dataset, start_step, total_steps)
+  console, last_logged = start_console(config, workdir, size, dataset, start_step, total_steps)
 
   train_images = devices.replicate(mesh, dataset.train_images)
   train_labels = devices.replicate(mesh, dataset.train_labels)
@@ -278,35 +284,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   epoch_order = jobs.EpochOrder(make_permutation_fn(mesh, config, len(dataset.train_labels)), data_key(config),
                                 steps_per_epoch)
   window = jobs.MetricWindow(config.skip_nonfinite_updates, config.num_seeds)
-  window.diverged = checkpoints.diverged_members(manager, start_step)
+  window.diverged = {int(member): int(at) for member, at in resumed.get('diverged', [])}
+  window.restore(resumed.get('log', {}).get('window'))  # The steps since the last log line, before the stop.
+  check_some_member_trains(config, window, start_step)
   chrono, frozen = jobs.Chrono(config.batch_size), frozen_members(mesh, config, window)
   checkpointer = jobs.Checkpointer(manager, metadata, start_step)
   splits = evaluation.eval_splits(mesh, dataset, config.eval_batch_size, config.max_eval_examples)
   evaluator = jobs.Evaluator(eval_views(mesh, config), splits, config.num_seeds)
   step, stopped, failed = start_step, None, True
   try:
+    if start_step and record_missing(start_step, last_logged):
+      # Killed between this checkpoint and its record (evaluating, say): the record is written now.
+      records = resumed.get('log', {}).get('records') or [{}] * config.num_seeds
+      if jobs.itstime(start_step, durations.eval_every_steps, total_steps):
+        records = [{**r, **e} for r, e in zip(records, evaluator(state))]
+      if any(records):
+        console.write(start_step, records)
     with StopRequest() as stop:
       while step < total_steps and not stopped:
         state, metrics = train_fn(state, train_images, train_labels, epoch_order(step), frozen)
         step += 1
         window.add(step, metrics)
         chrono.tick(metrics)
+        # Every process must stop at the same step: of several, they decide together, at log steps.
         if stop.requested(collective=jobs.itstime(step, durations.log_every_steps, total_steps)):
           stopped = stop.signal_name or 'a signal to another process'
         due, records = jobs.Due.after(step, durations, total_steps, stopping=bool(stopped)), [{}] * config.num_seeds
         # Before any save: no checkpoint holds a diverged single run; a diverged member is frozen.
         newly_diverged = window.check(checkpointer.last_step) if due.any else {}
         if newly_diverged:
+          check_some_member_trains(config, window, checkpointer.last_step)
           frozen = frozen_members(mesh, config, window, console, newly_diverged)
         if due.log:
           common = {'learning_rate': float(schedule(step - 1)), **chrono.rate()}
           records = [{**r, **common} for r in window.summary()]
-        if due.save:
-          checkpointer.save(state, step, diverged=window.diverged)
-        if due.eval:  # After the save: a failing evaluation never costs the step's checkpoint.
-          with chrono.paused():
+        with chrono.paused(after=state if due.save or due.eval else None):  # Not training time.
+          if due.save:
+            checkpointer.save(state, step, diverged=window.diverged,
+                              log={'records': records, 'window': window.saved()})
+          if due.eval:  # After the save: a failing evaluation never costs the step's checkpoint.
             records = [{**r, **e} for r, e in zip(records, evaluator(state))]
-        console.write(step, records)
+          console.write(step, records)
     failed = False
   finally:
     console.close()
@@ -315,6 +333,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     console.print(f'stopped by {stopped} at step {step}: checkpoint saved; run the same command to resume')
     return {'model': config.model, 'step': step, 'stopped': stopped}
   return write_results(config, workdir, console, evaluator, state, step, size, dataset, window.diverged)
+
+
+def record_missing(step: int, last_logged: Optional[int]) -> bool:
+  """Whether metrics.jsonl lacks the record of checkpoint `step`, the same answer on every process.
+
+  Process 0 alone reads metrics.jsonl (last_logged: its last step after the
+  resume's truncation); the record may need an evaluation, which all take part in.
+  """
+  missing = jax.process_index() == 0 and (last_logged is None or last_logged < step)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    missing = bool(multihost_utils.broadcast_one_to_all(np.array(missing)))
+  return missing
+
+
+def check_some_member_trains(config, window: jobs.MetricWindow, last_good_step: Optional[int]) -> None:
+  """One line (NonFiniteLossError) once every member of a population has diverged: nothing trains any more."""
+  if config.num_seeds == 1 or len(window.diverged) < config.num_seeds:
+    return
+  which = ', '.join(f'seed {seeds(config)[member]} at step {at}' for member, at in sorted(window.diverged.items()))
+  raise jobs.NonFiniteLossError(
+      f'every seed of the population diverged ({which}; loss or weights not finite): nothing is left to train. '
+      f'The last checkpoint is step {last_good_step or "none"}; lower the learning rate')
+
+
+def already_finished(config, workdir: str, run_lock) -> Dict[str, Any]:
+  """The summary in results.json of a run that reached its last step, said in a few lines; nothing is redone."""
+  if run_lock is not None:
+    run_lock.release()
+  summaries = [rundir.read_results(directory) for directory in member_dirs(config, workdir)]
+  step = summaries[0]['step']
+  if jax.process_index() == 0:
+    print(f'{workdir}: already finished at step {step} (results.json); nothing to train or evaluate', flush=True)
+    for summary in summaries:
+      print(results_line(summary, config.num_seeds), flush=True)
+  return summaries[0] if config.num_seeds == 1 else {'model': config.model, 'step': step, 'members': summaries}
+
+
+def results_line(summary: Dict[str, Any], num_seeds: int) -> str:
+  return (f'final test error {100 * summary["test_error"]:.2f}% (accuracy {100 * summary["test_accuracy"]:.2f}%) '
+          f'at step {summary["step"]}' + (f', seed {summary["seed"]}' if num_seeds > 1 else ''))
 
 
 def eval_views(mesh, config) -> List[tuple]:
@@ -356,8 +415,9 @@ def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jo
   return devices.replicate(mesh, mask)
 
 
-def start_console(config, workdir, size, dataset, start_step, total_steps) -> jobs.Console:
-  """Writes config.json (per member too) and opens the metrics; the first lines say what is trained where."""
+def start_console(config, workdir, size, dataset, start_step, total_steps):
+  """(console, the step of the last record kept): writes config.json (per member too) and opens the metrics,
+  dropping records after `start_step`; the first lines say what is trained where."""
   is_main = jax.process_index() == 0
   dirs = member_dirs(config, workdir)
   config_files = {workdir: config}  # A population's, and each member's: the single run it equals.
@@ -367,18 +427,31 @@ def start_console(config, workdir, size, dataset, start_step, total_steps) -> jo
     for directory, run_config in config_files.items():
       rundir.write_config(directory, run_config)
   writers = [MetricWriter(directory, enabled=is_main) for directory in dirs]
-  for writer in writers:
-    writer.truncate_after(start_step)
+  last_logged = [writer.truncate_after(start_step) for writer in writers][0]
   console = jobs.Console(writers, total_steps, start_step, enabled=is_main)
   population = f'; {config.num_seeds} seeds {seeds(config)[0]}-{seeds(config)[-1]} in one program' \
       if config.num_seeds > 1 else ''
+  switched_on = switches_line(config)
   num_params, macs = size
   console.print(f'{config.model}: {num_params:,} parameters, {macs / 1e6:.1f}M multiply-adds per image; '
                 f'data {data.describe(dataset)}; {device_names()}; {total_steps} steps of batch {config.batch_size}'
-                + population)
+                + population + (f'; switches: {switched_on}' if switched_on else ''))
   if start_step:
     console.print(f'resumed from checkpoint at step {start_step}')
-  return console
+  return console, last_logged
+
+
+def switches_line(config) -> str:
+  """The recipe switches that are on, with their settings, e.g. 'cutout 16, label_smoothing 0.1' ('' if none)."""
+  on = []
+  if config.randaugment:
+    on.append('autoaugment' if config.randaugment == 'autoaugment' else f'randaugment {config.randaugment}')
+  for name, value in (('cutout', config.cutout), ('mixup', config.mixup_alpha), ('cutmix', config.cutmix_alpha),
+                      ('label_smoothing', config.label_smoothing), ('ema', config.ema_decay), ('tta', config.tta),
+                      ('sam', config.sam_rho)):
+    if value:
+      on.append(f'{name} {value}')
+  return ', '.join(on)
 
 
 def device_names() -> str:
@@ -406,8 +479,6 @@ def write_results(config, workdir, console, evaluator, state, step, size, datase
       summary['population'] = {'workdir': os.path.abspath(workdir), 'num_seeds': config.num_seeds}
     if jax.process_index() == 0:
       rundir.write_results(directory, summary)
-    console.print(f'final test error {100 * summary["test_error"]:.2f}% '
-                  f'(accuracy {100 * summary["test_accuracy"]:.2f}%) at step {step}'
-                  + (f', seed {seed}' if config.num_seeds > 1 else ''))
+    console.print(results_line(summary, config.num_seeds))
     summaries.append(summary)
   return summaries[0] if config.num_seeds == 1 else {'model': config.model, 'step': step, 'members': summaries}
