@@ -73,8 +73,9 @@ def trained(image_folder, tmp_path):
 
 
 def copy_of(workdir, name):
+  """A copy of the finished run, less its results.json: a run to resume (a finished one is not resumed)."""
   target = os.path.join(os.path.dirname(workdir), name)
-  shutil.copytree(workdir, target)
+  shutil.copytree(workdir, target, ignore=shutil.ignore_patterns('results.json'))
   return target
 
 
