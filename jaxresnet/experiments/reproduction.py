@@ -107,7 +107,7 @@ def software_versions() -> Dict[str, str]:
 
 
 def load_peer():
-  """jaxresnet.peer.trainer, the PyTorch peer trainer; peer.MissingTorch (a ConfigError) without torch."""
+  """jaxresnet.peer.trainer, the PyTorch peer trainer; without torch a ConfigError saying what to install."""
   from jaxresnet.peer import trainer as torch_peer  # pylint: disable=g-import-not-at-top
   torch_peer.require_torch()
   return torch_peer
