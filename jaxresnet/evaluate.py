@@ -35,9 +35,10 @@ import numpy as np
 
 from jaxresnet import data
 from jaxresnet.infra import devices
+from jaxresnet.infra import cli
 from jaxresnet.infra import errors
 from jaxresnet.infra import rundir
-from jaxresnet.infra.errors import exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.infra.cli import exit_on_extra_arguments, exit_on_user_error
 from jaxresnet.training import inference
 
 FLAGS = flags.FLAGS
@@ -93,4 +94,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  errors.run_cli(main)
+  cli.run_cli(main)

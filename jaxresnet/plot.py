@@ -16,8 +16,8 @@ import sys
 from absl import flags
 
 from jaxresnet.experiments import curves
-from jaxresnet.infra import errors
-from jaxresnet.infra.errors import exit_on_user_error
+from jaxresnet.infra import cli
+from jaxresnet.infra.cli import exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -44,4 +44,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  errors.run_cli(main)
+  cli.run_cli(main)

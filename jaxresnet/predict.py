@@ -25,9 +25,10 @@ from absl import flags
 from absl import logging
 
 from jaxresnet import data
+from jaxresnet.infra import cli
 from jaxresnet.infra import errors
 from jaxresnet.infra import rundir
-from jaxresnet.infra.errors import exit_on_user_error
+from jaxresnet.infra.cli import exit_on_user_error
 from jaxresnet.training import inference
 
 FLAGS = flags.FLAGS
@@ -74,4 +75,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  errors.run_cli(main)
+  cli.run_cli(main)

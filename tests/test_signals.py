@@ -64,7 +64,7 @@ def test_a_signal_while_tensorstore_initializes_is_one_line(tmp_path, name):
 # optional import: the process runs on, and the command must still stop before its main.
 SWALLOWED = """
 import os, signal, sys, time
-from jaxresnet.infra import errors, signals
+from jaxresnet.infra import cli, signals
 signals.stop_on_signals()
 try:
   try:
@@ -74,7 +74,7 @@ try:
     raise ImportError('initialization failed') from e
 except ImportError:
   pass  # An optional dependency, it seems.
-errors.run_cli(lambda argv: print('main ran'), stopped_hint='run the same command to continue')
+cli.run_cli(lambda argv: print('main ran'), stopped_hint='run the same command to continue')
 """
 
 

@@ -40,19 +40,6 @@ class WorkdirBusyError(CheckpointError):
   """Another process holds the workdir's lock."""
 
 
-# Moved to jaxresnet.infra.cli with the rest of the flag handling; still found here, for code that
-# imports them from this module.
-_MOVED_TO_CLI = ('exit_on_user_error', 'exit_on_extra_arguments', 'asks_for_help', 'flag_error_message',
-                 'parse_flags_or_exit', 'run_cli')
-
-
-def __getattr__(name):
-  if name in _MOVED_TO_CLI:
-    from jaxresnet.infra import cli  # pylint: disable=g-import-not-at-top
-    return getattr(cli, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
 # --------------------------------------------------------------------------
 # Library noise: to a log file, off the terminal.
 

@@ -72,7 +72,8 @@ from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet import models
 from jaxresnet.infra import rundir
-from jaxresnet.infra.errors import CheckpointError, ConfigError, exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.infra.cli import exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.infra.errors import CheckpointError, ConfigError
 from jaxresnet.infra.tensorboard import MetricWriter
 from jaxresnet.infra.signals import StopRequest
 from jaxresnet.training import evaluation
