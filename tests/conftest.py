@@ -130,3 +130,14 @@ def run_module(module, *args, env=None, timeout=600, check=False):
   if check and result.returncode != 0:
     raise AssertionError(f'{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}')
   return result
+
+
+def small_tmpfs(tmp_path, name: str, size: str):
+  """Yields a tmpfs of `size` (e.g. '256k') mounted at tmp_path/name; skips where it cannot be mounted (not root)."""
+  mount = tmp_path / name
+  mount.mkdir()
+  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(mount)], capture_output=True)
+  if result.returncode:
+    pytest.skip(f'cannot mount a small tmpfs here: {result.stderr.decode().strip()}')
+  yield str(mount)
+  subprocess.run(['umount', '-l', str(mount)], check=False)

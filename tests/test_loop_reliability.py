@@ -14,7 +14,7 @@ from jaxresnet.infra.errors import CheckpointError
 from jaxresnet.infra.tensorboard import MetricWriter
 from jaxresnet.training import jobs
 from jaxresnet.training import train
-from conftest import REPO, run_module, tiny_config
+from conftest import REPO, run_module, small_tmpfs, tiny_config
 from test_reliability import wait_for
 
 
@@ -212,13 +212,7 @@ def test_write_json_turns_nan_and_infinity_into_null_and_says_what_they_were(tmp
 @pytest.fixture
 def tiny_disk(tmp_path):
   """A 256 KB file system, to be filled up to the last few KB by the test."""
-  mount = tmp_path / 'tiny_disk'
-  mount.mkdir()
-  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mount)], capture_output=True)
-  if result.returncode:
-    pytest.skip(f'cannot mount a small tmpfs here: {result.stderr.decode().strip()}')
-  yield str(mount)
-  subprocess.run(['umount', '-l', str(mount)], check=False)
+  yield from small_tmpfs(tmp_path, 'tiny_disk', '256k')
 
 
 def leave_free(mount, kilobytes):

@@ -26,7 +26,7 @@ from jaxresnet.training import jobs
 from jaxresnet.training import train
 from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import CheckpointError, ConfigError
-from conftest import REPO, run_module, tiny_config, write_image_folder
+from conftest import REPO, run_module, small_tmpfs, tiny_config, write_image_folder
 
 
 def final_state(workdir):
@@ -445,13 +445,7 @@ def test_an_unreadable_checkpoint_folder_stops_the_resume_in_one_line(image_fold
 @pytest.fixture
 def small_disk(tmp_path):
   """A 1.2 MB file system: room for one checkpoint of ResNet-8 with its optimizer, not two."""
-  mount = tmp_path / 'small_disk'
-  mount.mkdir()
-  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1200k', 'tmpfs', str(mount)], capture_output=True)
-  if result.returncode:
-    pytest.skip(f'cannot mount a small tmpfs here: {result.stderr.decode().strip()}')
-  yield str(mount)
-  subprocess.run(['umount', '-l', str(mount)], check=False)
+  yield from small_tmpfs(tmp_path, 'small_disk', '1200k')
 
 
 def test_a_full_disk_is_one_line_naming_the_checkpoint_that_failed(image_folder, small_disk):
