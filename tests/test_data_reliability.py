@@ -192,7 +192,8 @@ else:
   real_decode, counter = image_folder.decode_image, itertools.count(1)
   def decode(path, size=None):
     n = next(counter)  # Atomic, unlike `count += 1`, which two threads can both read as 4 and skip 5.
-    print('decode', n, file=sys.stderr, flush=True)
+    sys.stderr.write(f'decode {n}\\n')  # One write: print() writes the newline apart, and two threads interleave.
+    sys.stderr.flush()
     if n == 5:
       print('decoding', flush=True)
     if n >= 5:
