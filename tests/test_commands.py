@@ -64,3 +64,25 @@ def test_a_command_is_its_flags_and_main(command, extra):
   tree = ast.parse(open(os.path.join(PACKAGE, f'{command}.py')).read())
   functions = sorted(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
   assert functions == sorted({'main', *extra} | ({'define_flags'} if command != 'sweep' else set()))
+
+
+LIBRARIES = ('jaxresnet.data', 'jaxresnet.models', 'jaxresnet.training', 'jaxresnet.experiments', 'jaxresnet.peer')
+
+
+def test_infra_imports_nothing_above_it():
+  """The bottom layer: jaxresnet.infra may import itself and third-party code, no library and no command."""
+  offenders = []
+  for name, path in modules():
+    if name.startswith('jaxresnet.infra'):
+      offenders += [f'{name} imports {m}' for m in sorted(imported(path))
+                    if m.startswith(LIBRARIES) or m in COMMANDS or m in ('jaxresnet.models', 'jaxresnet.data')]
+  assert offenders == []
+
+
+def test_data_imports_no_model_training_or_experiment_code():
+  offenders = []
+  for name, path in modules():
+    if name.startswith('jaxresnet.data'):
+      offenders += [f'{name} imports {m}' for m in sorted(imported(path))
+                    if m.startswith(LIBRARIES[1:]) or m in COMMANDS]
+  assert offenders == []

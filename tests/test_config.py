@@ -4,8 +4,10 @@ import os
 
 import pytest
 
+from jaxresnet import models  # Registers the zoo's checks (model names, model fields) with validate.
 from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError
+from jaxresnet.training import switches  # Registers the image-policy check.
 from conftest import REPO, run_module
 
 CONFIG_FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
@@ -139,3 +141,9 @@ def test_a_config_counted_in_epochs_trains_the_epochs_its_docstring_names(name):
   if epochs is not None:
     doc = ' '.join(importlib.import_module(f'jaxresnet.configs.{name}').__doc__.split())
     assert f'{epochs} epochs' in doc, f'configs/{name}.py trains {epochs} epochs; its docstring says otherwise'
+
+
+def test_the_training_loop_validates_with_the_checks_of_the_layers_above():
+  """infra/config.py imports nothing above it: the zoo and the switches register their checks; the loop has both."""
+  from jaxresnet.training import train  # pylint: disable=g-import-not-at-top,unused-import
+  assert {models.check_config, switches.check_config} <= set(config_lib.LIBRARY_CHECKS)

@@ -205,22 +205,17 @@ def boundaries(name, value):
 boundaries.duration = True
 
 
-def known_model(name, value):
-  from jaxresnet import models  # pylint: disable=g-import-not-at-top  # The zoo is above infra; needed only here.
-  if value not in models.MODELS:
-    raise ConfigError(f'unknown model {value!r}; known models: {", ".join(sorted(models.MODELS))}')
+def model_name(name, value):
+  """Non-empty text; whether the zoo has it is the zoo's check (models registers it, see library_check)."""
+  text(name, value)
+  if not value:
+    _refuse(name, value, "must name a model, e.g. 'resnet20' (python -m jaxresnet.models lists them)")
 
 
 def dataset_name(name, value):
   text(name, value)
   if not value:
     raise ConfigError('config.dataset is empty; use a TFDS name such as cifar10, or image_folder')
-
-
-def image_policy(name, value):
-  text(name, value)
-  from jaxresnet.training import switches  # pylint: disable=g-import-not-at-top  # Its parser names the forms.
-  switches.parse_policy(value)
 
 
 def seed_check(name, value):
@@ -249,7 +244,7 @@ class Field:
 # The config's fields, in the order of configs/default.py's sections.
 FIELDS = (
     # The model.
-    Field('model', 'resnet20', IDENTITY, known_model,
+    Field('model', 'resnet20', IDENTITY, model_name,
           "A name from jaxresnet.models.MODELS, e.g. 'resnet20' or 'plain56' (python -m jaxresnet.models lists them)."),
     Field('shortcut', 'A', IDENTITY, one_of('A', 'B'),
           "'A': zero-padded identity (the paper's, for CIFAR); 'B': 1x1 projection.", model_field='shortcut'),
@@ -271,7 +266,7 @@ FIELDS = (
           "'pixel_mean' (the paper's per-pixel mean) or 'channel_mean_std' (torchvision's Normalize)."),
     # Recipe switches (training/switches.py), all off: the paper's recipe is crop + flip only. Each runs
     # inside the jitted step from the step's keys, so a resumed run stays bit-identical.
-    Field('randaugment', '', RECIPE, image_policy,
+    Field('randaugment', '', RECIPE, text,
           "'' off; 'N,M': RandAugment, N ops at magnitude M (0-10); 'autoaugment': the CIFAR-10 policy."),
     Field('cutout', 0, RECIPE, off_or_positive,
           'Side in pixels of the square set to the mean (DeVries & Taylor 2017); 0 is off.'),
@@ -410,19 +405,24 @@ def validate(config, num_devices: int = 1) -> None:
   warmup, run = parse_duration(config.warmup_steps), parse_duration(config.num_train_steps)
   if warmup.amount and warmup.unit == run.unit and warmup.amount >= run.amount:  # Other units: see steps_for.
     raise ConfigError(f'config.warmup_steps={config.warmup_steps!r} must be below num_train_steps')
-  _check_model_fields(config)
+  for check in LIBRARY_CHECKS:
+    check(config)
 
 
-def _check_model_fields(config) -> None:
-  """A model field set away from its default must exist in the config's model."""
-  from jaxresnet import models  # pylint: disable=g-import-not-at-top  # The zoo is above infra; needed only here.
-  fields = models.model_fields(config.model)
-  for name, model_field in MODEL_FIELDS.items():
-    value = config[name]
-    if value != SCHEMA[name].default and model_field not in fields:
-      having = sorted(m for m in models.MODELS if model_field in models.model_fields(m))
-      raise ConfigError(f'config.{name}={value!r} does not apply to model {config.model!r}; '
-                        f'models that have it: {", ".join(having)}')
+# Checks that need a layer above this one (the zoo's model names and fields, the image-policy parser, which
+# optimizer suits which net) are declared there and registered here by `library_check` when their module is
+# imported, so that infra imports nothing above it. Every caller of validate is a library module that
+# imports the models and the training switches; a test of those checks imports them too.
+LIBRARY_CHECKS: List[Callable[[Any], None]] = []
+
+
+def library_check(check: Callable[[Any], None]) -> Callable[[Any], None]:
+  """Registers `check(config)` (raises ConfigError) to run at the end of every `validate`; a decorator."""
+  if check not in LIBRARY_CHECKS:
+    LIBRARY_CHECKS.append(check)
+  return check
+
+
 
 
 # --------------------------------------------------------------------------

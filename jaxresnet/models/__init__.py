@@ -71,6 +71,21 @@ def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
 CONFIG_TO_MODEL_FIELD = config_lib.MODEL_FIELDS
 
 
+@config_lib.library_check
+def check_config(config) -> None:
+  """The zoo's part of config validation: the model exists, and a model field set away from its default
+  (config_lib.MODEL_FIELDS) is one the model has."""
+  if config.model not in MODELS:
+    raise ConfigError(f'unknown model {config.model!r}; known models: {", ".join(sorted(MODELS))}')
+  fields = model_fields(config.model)
+  for name, model_field in CONFIG_TO_MODEL_FIELD.items():
+    value = config[name]
+    if value != config_lib.SCHEMA[name].default and model_field not in fields:
+      having = sorted(m for m in MODELS if model_field in model_fields(m))
+      raise ConfigError(f'config.{name}={value!r} does not apply to model {config.model!r}; '
+                        f'models that have it: {", ".join(having)}')
+
+
 def from_config(config, num_classes: int = 10) -> nn.Module:
   """Returns the module a config describes (`model`, `half_precision` and CONFIG_TO_MODEL_FIELD)."""
   kwargs = {'dtype': jnp.bfloat16 if config.half_precision else jnp.float32}

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError
 
 # --------------------------------------------------------------------------
@@ -451,6 +452,12 @@ def parse_policy(spec: str) -> Optional[ImagePolicy]:
   if num_ops < 1 or not 0.0 <= magnitude <= RANDAUGMENT_MAX_MAGNITUDE:
     raise error
   return ImagePolicy('randaugment', num_ops, magnitude)
+
+
+@config_lib.library_check
+def check_config(config) -> None:
+  """The switches' part of config validation: config.randaugment parses."""
+  parse_policy(config.randaugment)
 
 
 def apply_policy(key: jax.Array, images: jnp.ndarray, policy: Optional[ImagePolicy]) -> jnp.ndarray:
