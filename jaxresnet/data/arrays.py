@@ -65,13 +65,16 @@ def normalize(images: jnp.ndarray, mean: jnp.ndarray, std: jnp.ndarray) -> jnp.n
   return (images.astype(jnp.float32) / 255.0 - mean) / std
 
 
-def augment(rng: jax.Array, images: jnp.ndarray, pad: int = 4) -> jnp.ndarray:
-  """Pads by `pad` with zeros, crops back at random and flips half the images."""
+def augment(rng: jax.Array, images: jnp.ndarray, pad: int = 4, mode: str = 'constant',
+            flip: bool = True) -> jnp.ndarray:
+  """Pads by `pad` (zeros, or `mode='reflect'`), crops back at random and, with `flip`, mirrors half the images."""
   n, h, w, c = images.shape
   crop_rng, flip_rng = jax.random.split(rng)
-  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
   offsets = jax.random.randint(crop_rng, (n, 2), 0, 2 * pad + 1)
   crops = jax.vmap(lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (h, w, c)))(
       padded, offsets)
-  flip = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
-  return jnp.where(flip, crops[:, :, ::-1, :], crops)
+  if not flip:
+    return crops
+  mirrored = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
+  return jnp.where(mirrored, crops[:, :, ::-1, :], crops)

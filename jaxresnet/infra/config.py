@@ -261,7 +261,13 @@ FIELDS = (
           'Where decoded arrays are cached, as <dataset>-<fingerprint>.npz (the fingerprint follows the source\'s '
           "files). '' = $JAXRESNET_CACHE_DIR, else $XDG_CACHE_HOME/jaxresnet, else ~/.cache/jaxresnet."),
     Field('num_val_examples', 5000, RECIPE, whole(0), 'Held out of the training split (45k/5k in the paper).'),
-    Field('augment', True, RECIPE, boolean, '4-pixel pad, random 32x32 crop, horizontal flip.'),
+    Field('augment', True, RECIPE, boolean, 'Pad by crop_padding, crop back at random, and mirror (see flip).'),
+    Field('crop_padding', 4, RECIPE, whole(0), 'How far the random crop may move an image, in pixels.'),
+    Field('crop_padding_mode', 'constant', RECIPE, one_of('constant', 'reflect'),
+          "What fills the padding: 'constant' zeros (the paper's), or 'reflect' (airbench's)."),
+    Field('flip', 'random', RECIPE, one_of('random', 'alternating'),
+          "'random': each image mirrored with probability 1/2 at every step; 'alternating' (airbench): at random "
+          'in the first epoch, then each image the other way round every epoch.'),
     Field('normalization', 'pixel_mean', RECIPE, one_of('pixel_mean', 'channel_mean_std'),
           "'pixel_mean' (the paper's per-pixel mean) or 'channel_mean_std' (torchvision's Normalize)."),
     # Recipe switches (training/switches.py), all off: the paper's recipe is crop + flip only. Each runs
@@ -285,8 +291,10 @@ FIELDS = (
     # The optimizer and its schedule.
     Field('batch_size', 128, RECIPE, whole(1, 'must be positive'),
           'The batch of a run (of each member of a population), split over the devices.'),
-    Field('optimizer', 'sgd', RECIPE, one_of('sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'),
-          "'sgd', 'adam', 'adamw', 'rmsprop' or 'adagrad' (training/optim.py)."),
+    Field('optimizer', 'sgd', RECIPE, one_of('sgd', 'adam', 'adamw', 'rmsprop', 'adagrad', 'airbench_muon'),
+          "'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad' (training/optim.py), or 'airbench_muon' (whitened_vgg "
+          'only, training/fast94.py): Muon at learning_rate on the 3x3 filters, Nesterov SGD with momentum on the '
+          "biases and the head at airbench's rates scaled alike, weight_decay per example as airbench's wd."),
     Field('momentum', 0.9, RECIPE, non_negative, 'sgd only.'),
     Field('nesterov', False, RECIPE, boolean, 'sgd only.'),
     Field('adam_b1', 0.9, RECIPE, below_one, 'adam and adamw.'),
@@ -298,8 +306,8 @@ FIELDS = (
           "'l2': weight_decay * params added to the gradient (the paper's SGD; equals L2 in the loss); "
           "'decoupled': added after the optimizer, scaled by the learning rate (AdamW, SGDW). adamw is always "
           'decoupled.'),
-    Field('schedule', 'step', RECIPE, one_of('step', 'cosine', 'constant'),
-          "'step' (lr_boundaries), 'cosine' (to 0 at the end of the run) or 'constant'."),
+    Field('schedule', 'step', RECIPE, one_of('step', 'cosine', 'linear', 'constant'),
+          "'step' (lr_boundaries), 'cosine' or 'linear' (to 0 at the end of the run), or 'constant'."),
     Field('lr_boundaries', (32000, 48000), RECIPE, boundaries,
           "'step' schedule: the durations after which the learning rate is multiplied by lr_decay_factor."),
     Field('lr_decay_factor', 0.1, RECIPE, non_negative, "'step' schedule: see lr_boundaries."),

@@ -16,6 +16,7 @@ from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError
 from jaxresnet.models import cnn
 from jaxresnet.models import resnet_stages
+from jaxresnet.models import whitened_vgg
 from jaxresnet.models.cifar_resnet import CifarResNet
 
 
@@ -50,6 +51,8 @@ MODELS.update({
     # Plain CNN baselines.
     'cnn_small': cnn.SmallCNN,
     'cnn_deep': cnn.DeepCNN,
+    # airbench94's net, for the fast94 recipe (configs/fast94.py).
+    'whitened_vgg': whitened_vgg.WhitenedVGG,
 })
 
 

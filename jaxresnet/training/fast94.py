@@ -1,36 +1,46 @@
-"""The pure pieces of the 'fast94' recipe (airbench94_muon, KellerJordan/cifar10-airbench), in JAX.
+"""The 'fast94' recipe (airbench94_muon, KellerJordan/cifar10-airbench) in JAX: configs/fast94.py plus this module.
 
-Everything here is a pure function usable inside jit; the net is models/whitened_vgg.py.
+The whole recipe, and where each piece lives:
 
-  alternating_flip   flip every image at random in epoch 0, then flip exactly the complement each
-                     epoch after: every image alternates between its two views, where independent
-                     coin flips show half the images the same view two epochs running.
-  translate          reflect-pad by 2, random crop back to 32x32.
-  cross_entropy      with label smoothing 0.2.
-  lr_multiplier      linear warm-up, then linear decay (airbench94_muon: no warm-up, 1 -> 0).
-  make_optimizer     Muon (optax.contrib.scale_by_muon) on the 3x3 filters, Nesterov SGD on
-                     BatchNorm biases, the whitening bias and the head; whitening kernel and BN
-                     scales frozen.
-  tta_logits         test-time augmentation: mirror, and 1-pixel translations of both.
+  net            models/whitened_vgg.py: a frozen 2x2 patch-whitening conv (`whitening_params` sets it
+                 from the first 5,000 normalized training images), three conv-pool-BN-GELU blocks of
+                 64/256/256 channels, BatchNorm momentum 0.6, a head whose logits are scaled by 1/9.
+  data           channel mean/std normalization; all 50,000 images train (num_val_examples 0).
+  augmentation   reflect-pad by 2 and crop back (config crop_padding, crop_padding_mode: data.augment),
+                 and `alternating_flip` (config flip='alternating'): every image mirrored at random in
+                 epoch 0, then exactly the other way round each epoch after, where independent coin
+                 flips show half the images the same view two epochs running.
+  loss           cross-entropy with label smoothing 0.2 (switches.cross_entropy).
+  optimizer      `make_optimizer` (config optimizer='airbench_muon'): Muon (optax.contrib.scale_by_muon)
+                 on the 3x3 filters, Nesterov SGD on the BatchNorm biases, the whitening bias (3 epochs
+                 only) and the head; the whitening kernel and the BatchNorm scales frozen. Rates decay
+                 linearly to 0 (config schedule='linear').
+  schedule       batch 2,000, 8 epochs: 200 steps.
+  evaluation     test-time augmentation 'flip_translate' (switches.tta_logits): the image and its mirror,
+                 each also moved one pixel up-left and down-right, six views.
 
 Why Muon rather than airbench94's Nesterov SGD + Lookahead: it reaches the same 94.0% in 8 epochs
 instead of 9.9 (20% less compute, and on a CPU compute is the whole cost; three Newton-Schulz
-iterations on the six filter matrices are 6.4 GFLOP, 0.5% of a batch-2000 step), and it needs no Lookahead, whose airbench form (a
-step-dependent blend every 5 steps that also averages the BatchNorm statistics) optax.lookahead
-cannot express (fixed slow step size, params only) and which would change the train state.
+iterations on the six filter matrices are 6.4 GFLOP, 0.5% of a batch-2000 step), and it needs no
+Lookahead, whose airbench form (a step-dependent blend every 5 steps that also averages the
+BatchNorm statistics) optax.lookahead cannot express (fixed slow step size, params only) and which
+would change the train state.
 
 Learning rates are airbench's, which are for a loss *summed* over the batch; the grads this
-optimizer expects are of the batch *mean* (`cross_entropy`), so the SGD rates are multiplied
-by the batch size (Muon is invariant to the gradient's scale).
+optimizer expects are of the batch *mean*, so the SGD rates are multiplied by the batch size
+(Muon is invariant to the gradient's scale).
 """
 import math
-from typing import Callable
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers, scale_by_muon
 
+from jaxresnet import data
+from jaxresnet.infra import config as config_lib
+from jaxresnet.infra.errors import ConfigError
 from jaxresnet.models import whitened_vgg
 
 
@@ -51,42 +61,6 @@ def alternating_flip(images: jax.Array, epoch, key: jax.Array, indices=None) -> 
     indices = jnp.arange(images.shape[0])
   mask = flip_mask(key, indices, epoch)
   return jnp.where(mask[:, None, None, None], images[:, :, ::-1], images)
-
-
-def translate(images: jax.Array, key: jax.Array, pad: int = 2) -> jax.Array:
-  """Each NHWC image moved by a random (dy, dx) in [-pad, pad]^2, the border filled by reflection."""
-  if pad == 0:
-    return images
-  n, h, w, c = images.shape
-  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
-  offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
-  crop = lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (h, w, c))
-  return jax.vmap(crop)(padded, offsets)
-
-
-# ---------------------------------------------------------------- loss and evaluation
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.2) -> jax.Array:
-  """Mean cross-entropy against (1 - s) * one_hot + s / K, as PyTorch's label_smoothing=s."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets).mean()
-
-
-def tta_logits(apply_fn: Callable[[jax.Array], jax.Array], images: jax.Array, level: int = 2) -> jax.Array:
-  """airbench's test-time augmentation; `apply_fn` maps NHWC images to logits.
-
-  level 0: plain; 1: mean over the image and its mirror; 2: half of level 1, plus a quarter each
-  of level 1 on the image moved one pixel up-left and one down-right (reflect padding): six views.
-  """
-  mirror = lambda x: 0.5 * (apply_fn(x) + apply_fn(x[:, :, ::-1]))
-  if level == 0:
-    return apply_fn(images)
-  if level == 1:
-    return mirror(images)
-  h, w = images.shape[1:3]
-  padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='reflect')
-  up_left, down_right = padded[:, :h, :w], padded[:, 2:2 + h, 2:2 + w]
-  return 0.5 * mirror(images) + 0.25 * (mirror(up_left) + mirror(down_right))
 
 
 # ---------------------------------------------------------------- optimizer
@@ -125,6 +99,7 @@ def nesterov_sgd(learning_rate: optax.Schedule, momentum: float, decay: float) -
 
 
 def make_optimizer(total_steps: int, whiten_bias_steps: int, batch_size: int, *,
+                   multiplier: Optional[optax.Schedule] = None,
                    filter_lr: float = 0.24, filter_momentum: float = 0.6, ns_steps: int = 3,
                    bias_lr: float = 0.053, head_lr: float = 0.67, momentum: float = 0.85,
                    weight_decay: float = 2e-6, head_width: int = 256,
@@ -133,12 +108,13 @@ def make_optimizer(total_steps: int, whiten_bias_steps: int, batch_size: int, *,
 
   Rates and weight decay are airbench's (summed loss; weight_decay per example, i.e. airbench's
   2e-6 * batch_size). All rates decay linearly to 0 by total_steps, the whitening bias's by
-  whiten_bias_steps, after which it is frozen. head_lr is for airbench94_muon's head (weights of
+  whiten_bias_steps, after which it is frozen; `multiplier` replaces the decay of every group but
+  the whitening bias (the config's schedule over its peak). head_lr is for airbench94_muon's head (weights of
   std 1, logits / width). Ours is PyTorch-initialized with logits * logit_scale: the same function
   with weights c = 1 / (width * logit_scale) times airbench's (9/256), whose gradients are 1/c
   times larger; the same trajectory then needs the rate times c^2 (weight decay as wd / lr keeps).
   """
-  schedule = lr_multiplier(total_steps)
+  schedule = multiplier or lr_multiplier(total_steps)
   scaled = lambda lr, mult=schedule: (lambda step: lr * mult(step))
   c = 1.0 / (head_width * logit_scale)
 
@@ -166,3 +142,38 @@ def make_optimizer(total_steps: int, whiten_bias_steps: int, batch_size: int, *,
 def steps(num_train: int, batch_size: int, epochs: float) -> int:
   """Training steps for `epochs` epochs, the last partial batch of each epoch dropped (as airbench)."""
   return math.ceil(epochs * (num_train // batch_size))
+
+
+# ---------------------------------------------------------------- the recipe's settings, from the config
+
+# airbench94_muon's rates and constants; the config's learning_rate (Muon's, 0.24 there) scales them all.
+AIRBENCH_FILTER_LR, AIRBENCH_BIAS_LR, AIRBENCH_HEAD_LR = 0.24, 0.053, 0.67
+FILTER_MOMENTUM = 0.6  # Muon's momentum (the config's momentum is the SGD groups', 0.85).
+WHITEN_BIAS_EPOCHS = 3  # The whitening bias trains for this many epochs, then stays.
+WHITENING_IMAGES = 5000  # The whitening conv is computed from the first this-many training images.
+
+
+def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch: int) -> optax.GradientTransformation:
+  """make_optimizer for config.optimizer == 'airbench_muon', following the config's schedule `learning_rate`."""
+  scale = config.learning_rate / AIRBENCH_FILTER_LR
+  multiplier = (lambda step: learning_rate(step) / config.learning_rate) if config.learning_rate else learning_rate
+  return make_optimizer(
+      0, WHITEN_BIAS_EPOCHS * steps_per_epoch, config.batch_size, multiplier=multiplier,
+      filter_lr=config.learning_rate, filter_momentum=FILTER_MOMENTUM, bias_lr=AIRBENCH_BIAS_LR * scale,
+      head_lr=AIRBENCH_HEAD_LR * scale, momentum=config.momentum, weight_decay=config.weight_decay,
+      head_width=whitened_vgg.WhitenedVGG.widths[-1], logit_scale=whitened_vgg.WhitenedVGG.logit_scale)
+
+
+def whitening_params(train_images, mean, std):
+  """params -> params with the whitening kernel of the training set's first images, normalized as in training."""
+  images = data.normalize(train_images[:WHITENING_IMAGES], mean, std)
+  kernel = whitened_vgg.whitening_kernel(jax.device_get(images))
+  return lambda params: whitened_vgg.set_whitening_kernel(params, kernel)
+
+
+@config_lib.library_check
+def check_config(config) -> None:
+  """'airbench_muon' labels a whitened_vgg's parameters: it works on that net only."""
+  if config.optimizer == 'airbench_muon' and config.model != 'whitened_vgg':
+    raise ConfigError(f"config.optimizer='airbench_muon' trains whitened_vgg's parameter groups; "
+                      f'config.model={config.model!r} has none of them (use sgd, adam, ...)')

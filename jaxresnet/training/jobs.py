@@ -6,6 +6,7 @@
     MetricWindow   collects the step's device metrics; `check()` fetches them and stops
                    the run on a non-finite loss (the divergence check, before any save)
     Chrono         training images per second between log lines, compile, saves and evals excluded
+    RunClock       the run's train and compile seconds, for results.json
     Checkpointer   saves the state (asynchronously) and knows the last good step
     Evaluator      evaluates every split, after the save, so a failure there costs no checkpoint
     Console        writes the step's record to metrics.jsonl/TensorBoard and one line to the terminal
@@ -189,6 +190,64 @@ class Chrono:
     finally:
       if self._start is not None:
         self._start += self.clock() - start
+
+
+# The events jax.monitoring reports for tracing, lowering and XLA compilation of a jitted function.
+COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration', '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                  '/jax/core/compile/backend_compile_duration')
+
+
+class RunClock:
+  """The run's wall time in two parts, for results.json: `compile` (tracing, lowering and compiling
+  every jitted function, from jax.monitoring's time spans, whose overlaps, a jit traced inside
+  another, count once) and `train` (everything else inside the `with`: the steps and the
+  evaluations, what runs `excluded()`, the checkpoint saves, left out). A resumed run starts from
+  the `seconds()` its checkpoint saved, so the totals cover every session up to the last save.
+  """
+
+  def __init__(self, carried: Optional[Dict[str, float]] = None):
+    carried = carried or {}
+    self._carried = {'train': float(carried.get('train', 0.0)), 'compile': float(carried.get('compile', 0.0))}
+    self._spans: List[Tuple[float, float]] = []
+    self._excluded = 0.0
+    self._start: Optional[float] = None
+
+  def _listen(self, event, start, end, **_):
+    if event in COMPILE_EVENTS:
+      self._spans.append((start, end))
+
+  def __enter__(self):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.monitoring.register_event_time_span_listener(self._listen)
+    self._start = time.time()  # jax.monitoring's spans are in time.time().
+    return self
+
+  def __exit__(self, *exc):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.monitoring.unregister_event_time_span_listener(self._listen)
+
+  @contextlib.contextmanager
+  def excluded(self):
+    start = time.time()
+    try:
+      yield
+    finally:
+      self._excluded += time.time() - start
+
+  def compile_seconds(self) -> float:
+    """This session's compile time: the length of the union of the compile spans."""
+    total, reach = 0.0, None
+    for start, end in sorted(self._spans):
+      if reach is None or start > reach:
+        total, reach = total + end - start, end
+      elif end > reach:
+        total, reach = total + end - reach, end
+    return total
+
+  def seconds(self) -> Dict[str, float]:
+    compiling = self.compile_seconds()
+    session = time.time() - self._start - self._excluded - compiling
+    return {'train': self._carried['train'] + session, 'compile': self._carried['compile'] + compiling}
 
 
 class Checkpointer:

@@ -5,6 +5,7 @@ The config's choices (schedule, optimizer, ...) were checked by config.validate.
 import optax
 
 from jaxresnet.infra import config as config_lib
+from jaxresnet.training import fast94
 
 
 def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps: int) -> optax.Schedule:
@@ -16,6 +17,8 @@ def create_learning_rate_schedule(config, steps_per_epoch: int, num_train_steps:
         config.learning_rate, {b - warmup: config.lr_decay_factor for b in steps.lr_boundaries})
   elif config.schedule == 'cosine':
     main = optax.cosine_decay_schedule(config.learning_rate, max(1, num_train_steps - warmup))
+  elif config.schedule == 'linear':
+    main = optax.linear_schedule(config.learning_rate, 0.0, max(1, num_train_steps - warmup))
   else:  # 'constant'
     main = optax.constant_schedule(config.learning_rate)
   if warmup <= 0:
@@ -38,8 +41,11 @@ def _direction(config) -> optax.GradientTransformation:
   return optax.scale_by_rss()  # 'adagrad'
 
 
-def create_optimizer(config, learning_rate: optax.Schedule) -> optax.GradientTransformation:
+def create_optimizer(config, learning_rate: optax.Schedule, steps_per_epoch: int = 1) -> optax.GradientTransformation:
   """The config's optimizer, with its weight decay.
+
+  'airbench_muon' is fast94's parameter-group optimizer (training/fast94.py); `steps_per_epoch`
+  sets how long it trains the whitening bias.
 
   'l2' (default) adds weight_decay * params to the gradient before the optimizer,
   as the paper's SGD and PyTorch's `weight_decay` argument do. 'decoupled' adds it
@@ -47,6 +53,8 @@ def create_optimizer(config, learning_rate: optax.Schedule) -> optax.GradientTra
   AdamW (Loshchilov & Hutter 2019), or SGDW for sgd. adamw is always decoupled.
   The same structure as optax.sgd/optax.adamw, so results match them exactly.
   """
+  if config.optimizer == 'airbench_muon':
+    return fast94.optimizer_from_config(config, learning_rate, steps_per_epoch)
   direction = _direction(config)
   if config.optimizer == 'adamw' or config.weight_decay_type == 'decoupled':
     return optax.chain(direction, optax.add_decayed_weights(config.weight_decay),

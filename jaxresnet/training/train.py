@@ -31,6 +31,7 @@ from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet.infra import devices
 from jaxresnet.training import evaluation
+from jaxresnet.training import fast94
 from jaxresnet.training import jobs
 from jaxresnet import models
 from jaxresnet.training import optim
@@ -75,12 +76,16 @@ class Recipe:
   label_smoothing: float = 0.0
   ema_decay: float = 0.0
   sam: bool = False
+  crop_padding: int = 4
+  crop_padding_mode: str = 'constant'
+  flip: str = 'random'  # Or 'alternating' (fast94.alternating_flip).
 
   @classmethod
   def from_config(cls, config, num_classes: int) -> 'Recipe':
     return cls(num_classes=num_classes, policy=switches.parse_policy(config.randaugment), cutout=config.cutout,
                mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
-               label_smoothing=config.label_smoothing, ema_decay=config.ema_decay, sam=config.sam_rho > 0)
+               label_smoothing=config.label_smoothing, ema_decay=config.ema_decay, sam=config.sam_rho > 0,
+               crop_padding=config.crop_padding, crop_padding_mode=config.crop_padding_mode, flip=config.flip)
 
   @property
   def mixes(self) -> bool:
@@ -100,10 +105,13 @@ def seed_keys(config, fold: Optional[int] = None) -> jax.Array:
   return keys[0] if config.num_seeds == 1 else jnp.stack(keys)
 
 
-def create_train_state(model, tx, rng, input_mean, input_std, image_shape, ema: bool = False) -> TrainState:
+def create_train_state(model, tx, rng, input_mean, input_std, image_shape, ema: bool = False,
+                       init_params=None) -> TrainState:
+  """The initial state; `init_params(params)` changes the initialized params first (fast94's whitening conv)."""
   init_rng, augment_rng = jax.random.split(rng)
   variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-  fields = dict(apply_fn=model.apply, params=variables['params'], tx=tx,
+  params = variables['params'] if init_params is None else init_params(variables['params'])
+  fields = dict(apply_fn=model.apply, params=params, tx=tx,
                 batch_stats=variables.get('batch_stats', {}), rng=augment_rng,
                 input_mean=jnp.asarray(input_mean, jnp.float32), input_std=jnp.asarray(input_std, jnp.float32))
   if ema:  # The average starts as a copy of the initial weights (optax.incremental_update has no debiasing).
@@ -123,6 +131,9 @@ def step_rngs(state: TrainState):
 # The recipe switches draw from the step's augmentation key folded with these, so the crop and
 # flip (the augmentation key itself) stay what they were before the switches existed.
 POLICY_KEY, CUTOUT_KEY, MIX_KEY = 1, 2, 3
+# The alternating flip's epoch-0 coin of each image comes from the run's key folded with this: the
+# same for every step, so that each later epoch can mirror the image the other way round.
+FLIP_KEY = 4
 
 
 def recipe_key(state: TrainState, which: int) -> jax.Array:
@@ -174,14 +185,21 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
   return new_state, metrics
 
 
-def prepare_images(state: TrainState, images_uint8, augment: bool, recipe: Optional[Recipe] = None):
+def prepare_images(state: TrainState, images_uint8, augment: bool, recipe: Optional[Recipe] = None,
+                   indices=None, epoch=None):
   """The step's training batch: RandAugment/AutoAugment (uint8), normalized, then (with `augment`)
-  padded, cropped and flipped, then cut out."""
+  padded, cropped and flipped, then cut out. The alternating flip needs the images' dataset `indices`
+  and the `epoch`."""
   if recipe is not None:
     images_uint8 = switches.apply_policy(recipe_key(state, POLICY_KEY), images_uint8, recipe.policy)
   images = data.normalize(images_uint8, state.input_mean, state.input_std)
   if augment:
-    images = data.augment(step_rngs(state)[0], images)
+    recipe = recipe or Recipe(num_classes=0)
+    alternating = recipe.flip == 'alternating'
+    images = data.augment(step_rngs(state)[0], images, recipe.crop_padding, recipe.crop_padding_mode,
+                          flip=not alternating)
+    if alternating:
+      images = fast94.alternating_flip(images, epoch, jax.random.fold_in(state.rng, FLIP_KEY), indices)
   if recipe is not None and recipe.cutout:
     images = switches.cutout(recipe_key(state, CUTOUT_KEY), images, recipe.cutout)
   return images
@@ -205,7 +223,8 @@ def make_train_fn(mesh, config, steps_per_epoch: int, num_classes: int, jit: boo
     indices = jax.lax.dynamic_slice(permutation, (start,), (batch_size,))
     # Each device gathers, augments and computes on its own slice of the batch.
     indices = jax.lax.with_sharding_constraint(indices, batch)
-    images = prepare_images(state, train_images[indices], config.augment, recipe)
+    images = prepare_images(state, train_images[indices], config.augment, recipe, indices,
+                            epoch=state.step // steps_per_epoch)
     return train_step(state, images, train_labels[indices], skip_nonfinite, frozen, recipe)
 
   vmapped = devices.over_members(member_fn, config.num_seeds, in_axes=(0, None, None, 0, 0))
@@ -238,12 +257,14 @@ def build(config, dataset: data.Dataset, mesh):
   num_train = len(dataset.train_labels)
   schedule = optim.create_learning_rate_schedule(config, num_train // config.batch_size,
                                                  config_lib.num_train_steps(config, num_train))
-  tx = optim.create_optimizer(config, schedule)
+  tx = optim.create_optimizer(config, schedule, num_train // config.batch_size)
   if config.sam_rho > 0:
     tx = switches.sam(tx, config.sam_rho)
   mean, std = data.input_statistics(dataset.train_images, config.normalization)
+  # whitened_vgg's first conv whitens the training patches: computed from the data, never trained.
+  init_params = fast94.whitening_params(dataset.train_images, mean, std) if config.model == 'whitened_vgg' else None
   init = lambda rng: create_train_state(model, tx, rng, mean, std, dataset.train_images.shape[1:],
-                                        ema=config.ema_decay > 0)
+                                        ema=config.ema_decay > 0, init_params=init_params)
   state = jax.jit(devices.over_members(init, config.num_seeds),
                   out_shardings=devices.members_sharding(mesh, config.num_seeds))(seed_keys(config))
   return model, state, schedule
@@ -292,6 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   splits = evaluation.eval_splits(mesh, dataset, config.eval_batch_size, config.max_eval_examples)
   evaluator = jobs.Evaluator(eval_views(mesh, config), splits, config.num_seeds)
   step, stopped, failed = start_step, None, True
+  run_clock = jobs.RunClock(resumed.get('log', {}).get('seconds'))
   try:
     if start_step and record_missing(start_step, last_logged):
       # Killed between this checkpoint and its record (evaluating, say): the record is written now.
@@ -300,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         records = [{**r, **e} for r, e in zip(records, evaluator(state))]
       if any(records):
         console.write(start_step, records)
-    with StopRequest() as stop:
+    with StopRequest() as stop, run_clock:
       while step < total_steps and not stopped:
         state, metrics = train_fn(state, train_images, train_labels, epoch_order(step), frozen)
         step += 1
@@ -320,8 +342,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
           records = [{**r, **common} for r in window.summary()]
         with chrono.paused(after=state if due.save or due.eval else None):  # Not training time.
           if due.save:
-            checkpointer.save(state, step, diverged=window.diverged,
-                              log={'records': records, 'window': window.saved()})
+            with run_clock.excluded():
+              checkpointer.save(state, step, diverged=window.diverged,
+                                log={'records': records, 'window': window.saved(), 'seconds': run_clock.seconds()})
           if due.eval:  # After the save: a failing evaluation never costs the step's checkpoint.
             records = [{**r, **e} for r, e in zip(records, evaluator(state))]
           console.write(step, records)
@@ -332,7 +355,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if stopped:
     console.print(f'stopped by {stopped} at step {step}: checkpoint saved; run the same command to resume')
     return {'model': config.model, 'step': step, 'stopped': stopped}
-  return write_results(config, workdir, console, evaluator, state, step, size, dataset, window.diverged)
+  return write_results(config, workdir, console, evaluator, state, step, size, dataset, window.diverged,
+                       run_clock.seconds())
 
 
 def record_missing(step: int, last_logged: Optional[int]) -> bool:
@@ -446,6 +470,10 @@ def switches_line(config) -> str:
   on = []
   if config.randaugment:
     on.append('autoaugment' if config.randaugment == 'autoaugment' else f'randaugment {config.randaugment}')
+  if config.flip != 'random':
+    on.append(f'flip {config.flip}')
+  if config.optimizer == 'airbench_muon':
+    on.append('airbench_muon')
   for name, value in (('cutout', config.cutout), ('mixup', config.mixup_alpha), ('cutmix', config.cutmix_alpha),
                       ('label_smoothing', config.label_smoothing), ('ema', config.ema_decay), ('tta', config.tta),
                       ('sam', config.sam_rho)):
@@ -458,8 +486,10 @@ def device_names() -> str:
   return f'{jax.device_count()} x {jax.devices()[0].device_kind}'
 
 
-def write_results(config, workdir, console, evaluator, state, step, size, dataset, diverged) -> Dict[str, Any]:
-  """results.json of every member: the final model's numbers on every split."""
+def write_results(config, workdir, console, evaluator, state, step, size, dataset, diverged,
+                  seconds: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+  """results.json of every member: the final model's numbers on every split, and the run's seconds
+  (jobs.RunClock: training and evaluation, and compilation beside them; a population's are the whole program's)."""
   if evaluator.results is None:  # Resumed at the end: the last evaluation was not kept.
     evaluator(state)
   summaries = []
@@ -473,6 +503,8 @@ def write_results(config, workdir, console, evaluator, state, step, size, datase
                **{f'{name}_loss': r['loss'] for name, r in results.items()},
                'test_per_class_accuracy': results['test']['per_class_accuracy'],
                'class_names': dataset.class_names}
+    if seconds is not None:
+      summary.update(train_seconds=round(seconds['train'], 3), compile_seconds=round(seconds['compile'], 3))
     if member in diverged:
       summary['diverged_at_step'] = diverged[member]
     if config.num_seeds > 1:
