@@ -25,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax  # pylint: disable=wrong-import-position
 
+from jaxresnet import data  # pylint: disable=wrong-import-position
 from jaxresnet.training import fast94  # pylint: disable=wrong-import-position
+from jaxresnet.training import switches  # pylint: disable=wrong-import-position
 from jaxresnet.infra import devices  # pylint: disable=wrong-import-position
 from jaxresnet.models import count_params, count_macs
 from jaxresnet.models.whitened_vgg import WhitenedVGG, set_whitening_kernel, whitening_kernel
@@ -35,13 +37,13 @@ def make_step(model, tx, augment: bool):
   def step(params, batch_stats, opt_state, images, labels, epoch, key):
     if augment:  # uint8 in, as the training set lives on the device.
       images = fast94.alternating_flip(images, epoch, key)
-      images = fast94.translate(images, jax.random.fold_in(key, epoch), pad=2)
+      images = data.augment(jax.random.fold_in(key, epoch), images, 2, 'reflect', flip=False)
       images = (images.astype(jnp.float32) / 255.0 - 0.5) / 0.25
 
     def loss_fn(p):
       logits, new = model.apply({'params': p, 'batch_stats': batch_stats}, images, train=True,
                                 mutable=['batch_stats'])
-      return fast94.cross_entropy(logits, labels), new['batch_stats']
+      return switches.cross_entropy(logits, labels, 0.2), new['batch_stats']
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)

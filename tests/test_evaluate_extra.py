@@ -124,3 +124,28 @@ def test_a_run_with_max_eval_examples_evaluates_a_fixed_subset_and_evaluate_says
   assert [l.split()[-1] for l in printed.splitlines()[1:4]] == ['2)', '2)', '2)']  # '(of 2)' images per class.
   assert printed.startswith(f'resnet8 at step 3 on test (6 of 12 images: the run\'s config.max_eval_examples): '
                             f'loss {summary["test_loss"]:.4f}  accuracy {100 * summary["test_accuracy"]:.2f}%')
+
+
+@pytest.mark.parametrize('vanishes_in', ['read_metadata', 'restore'])
+def test_a_checkpoint_rotated_away_while_evaluate_reads_it_is_not_called_unreadable(image_folder, tmp_path,
+                                                                                   monkeypatch, capfd, vanishes_in):
+  """evaluate beside a run still training (checkpoints_to_keep=1): the step it listed is deleted as the run saves
+  the next one. That is not damage: it reads the new checkpoint, with no warning."""
+  from jaxresnet.infra import checkpoints  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_config(image_folder, checkpoints_to_keep=2), str(workdir))  # Checkpoints 3 and 6.
+  saved = tmp_path / 'saved6'
+  shutil.move(workdir / 'checkpoints' / '6', saved)  # The run is at step 3, about to save step 6.
+  real = getattr(checkpoints, vanishes_in)
+
+  def rotating(manager, *args, **kwargs):
+    step = args[0] if vanishes_in == 'read_metadata' else args[1]  # restore(manager, state, step, ...).
+    if step == 3 and not (workdir / 'checkpoints' / '6').exists():  # The run saves 6 and deletes 3.
+      shutil.move(saved, workdir / 'checkpoints' / '6')
+      shutil.rmtree(workdir / 'checkpoints' / '3')
+    return real(manager, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoints, vanishes_in, rotating)
+  _, _, _, state = inference.restore_model(str(workdir))
+  assert int(jax.device_get(state.step)) == 6
+  assert 'unreadable' not in capfd.readouterr().err

@@ -13,7 +13,9 @@ import numpy as np
 import optax
 import pytest
 
+from jaxresnet import data
 from jaxresnet.training import fast94 as R
+from jaxresnet.training import switches
 from jaxresnet.models import count_params
 from jaxresnet.models import whitened_vgg as W
 
@@ -183,7 +185,7 @@ def small_setup(seed=0):
   def loss(p):
     logits, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, x, train=True,
                             mutable=['batch_stats'])
-    return R.cross_entropy(logits, y)
+    return switches.cross_entropy(logits, y, 0.2)
   return params, jax.jit(jax.grad(loss))(params)
 
 
@@ -275,7 +277,7 @@ def test_cross_entropy_label_smoothing_matches_pytorch_definition():
   logp = np.asarray(jax.nn.log_softmax(logits), np.float64)
   s = 0.2
   expected = np.mean([-(1 - s) * logp[i, l] - s / 10 * logp[i].sum() for i, l in enumerate(labels)])
-  np.testing.assert_allclose(R.cross_entropy(logits, labels, s), expected, rtol=1e-5)
+  np.testing.assert_allclose(switches.cross_entropy(logits, labels, s), expected, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- augmentation
@@ -304,8 +306,9 @@ def test_translate_shapes_identity_and_bounded_shifts():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.integers(0, 256, (200, 12, 12, 3), dtype=np.uint8))
   key = jax.random.key(3)
-  np.testing.assert_array_equal(R.translate(images, key, pad=0), images)
-  out = jax.jit(R.translate, static_argnames='pad')(images, key, pad=2)
+  translate = lambda images, key, pad: data.augment(key, images, pad, 'reflect', flip=False)
+  np.testing.assert_array_equal(translate(images, key, pad=0), images)
+  out = jax.jit(translate, static_argnames='pad')(images, key, pad=2)
   assert out.shape == images.shape and out.dtype == images.dtype
   padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
   shifts = set()
@@ -338,15 +341,15 @@ def test_tta_levels():
   symmetric = lambda images: linear(images) + linear(images[:, :, ::-1])  # Flip-invariant.
   tol = dict(rtol=1e-5, atol=1e-5 * float(jnp.abs(linear(x)).max()))  # Sums of 128 float32 terms.
 
-  np.testing.assert_array_equal(R.tta_logits(linear, x, level=0), linear(x))
-  np.testing.assert_allclose(R.tta_logits(symmetric, x, level=1), symmetric(x), **tol)
-  assert float(jnp.abs(R.tta_logits(linear, x, level=1) - linear(x)).max()) > 0.1
+  np.testing.assert_array_equal(switches.tta_logits(linear, x, ''), linear(x))
+  np.testing.assert_allclose(switches.tta_logits(symmetric, x, 'flip'), symmetric(x), **tol)
+  assert float(jnp.abs(switches.tta_logits(linear, x, 'flip') - linear(x)).max()) > 0.1
   expected = sum(wt * np.asarray(linear(jnp.asarray(v)), np.float64) for v, wt in reference_views(x))
-  np.testing.assert_allclose(R.tta_logits(linear, x, level=2), expected, **tol)
-  assert float(jnp.abs(R.tta_logits(symmetric, x, level=2) - symmetric(x)).max()) > 0.1  # Translations count.
+  np.testing.assert_allclose(switches.tta_logits(linear, x, 'flip_translate'), expected, **tol)
+  assert float(jnp.abs(switches.tta_logits(symmetric, x, 'flip_translate') - symmetric(x)).max()) > 0.1  # Translations count.
   # Weights sum to 1: on constant images every view is the same image.
   const = jnp.ones((2, 8, 8, 2)) * jnp.arange(1.0, 3.0)
-  np.testing.assert_allclose(R.tta_logits(linear, const, level=2), linear(const), **tol)
+  np.testing.assert_allclose(switches.tta_logits(linear, const, 'flip_translate'), linear(const), **tol)
 
 
 def test_tta_of_the_net_under_jit():
@@ -354,5 +357,5 @@ def test_tta_of_the_net_under_jit():
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   variables = init(model, x, seed=1)
   apply = lambda images: model.apply(variables, images, train=False)
-  out = jax.jit(lambda images: R.tta_logits(apply, images))(x)
+  out = jax.jit(lambda images: switches.tta_logits(apply, images, 'flip_translate'))(x)
   assert out.shape == (2, 10) and bool(jnp.isfinite(out).all())

@@ -240,11 +240,18 @@ def restore_newest(manager: ocp.CheckpointManager, state, metadata: Dict[str, An
   `allow_fresh_start`. A checkpoint of another run (model, seed, recipe) is an
   error, never a fallback.
   """
-  unusable = []
-  for step in sorted(manager.all_steps(), reverse=True):
+  unusable, tried = [], set()
+  while True:
+    untried = [s for s in sorted(manager.all_steps(), reverse=True) if s not in tried]
+    if not untried:
+      break
+    step = untried[0]
+    tried.add(step)
     try:
       theirs = read_metadata(manager, step)
     except Exception as e:  # Orbax raises many kinds for a damaged checkpoint.
+      if vanished(manager, step):
+        continue
       log_details(f'reading the metadata of checkpoint {step} in {manager.directory} failed', e)
       set_aside(manager, step, f'its metadata is unreadable: {short_reason(e)}', read_only)
       unusable.append(step)
@@ -253,6 +260,8 @@ def restore_newest(manager: ocp.CheckpointManager, state, metadata: Dict[str, An
     try:
       return restore(manager, state, step, fields, theirs), step
     except UnreadableCheckpoint as e:
+      if vanished(manager, step):
+        continue
       set_aside(manager, step, e.reason, read_only)
       unusable.append(step)
   moved = [] if read_only else set_aside_earlier(manager)
@@ -327,6 +336,19 @@ def set_aside_earlier(manager: ocp.CheckpointManager) -> List[str]:
     return sorted(os.listdir(unreadable_dir(manager)))
   except OSError:
     return []
+
+
+def vanished(manager: ocp.CheckpointManager, step: int) -> bool:
+  """Whether checkpoint `step` was deleted after it was listed, and then lists the steps again if so.
+
+  A reader (evaluate, predict) beside a run still training sees its oldest checkpoint rotated away
+  (checkpoints_to_keep) between listing and reading it: that is a race, not damage, and the newer
+  checkpoint that took its place is the one to read.
+  """
+  if os.path.exists(os.path.join(str(manager.directory), str(step))):
+    return False
+  manager.reload()
+  return True
 
 
 def set_aside(manager: ocp.CheckpointManager, step: int, reason: str, read_only: bool) -> None:

@@ -55,6 +55,9 @@ MODELS.update({
     'whitened_vgg': whitened_vgg.WhitenedVGG,
 })
 
+# The config of a model whose recipe is named otherwise than configs/<model>.py.
+RECIPE_NAMES = {'whitened_vgg': 'fast94'}
+
 
 def model_fields(name: str) -> frozenset:
   """The fields of model `name` that a config may set (e.g. 'shortcut', 'dropout_rate')."""

@@ -61,7 +61,7 @@ def zoo_table(names: List[str]) -> List[str]:
   rows = [('model', 'parameters', 'multiply-adds', 'config')]
   for name in names:
     params, macs = models.count_params_and_macs(models.get_model(name))
-    rows.append((name, f'{params:,}', human(macs), config_file(name, directory)))
+    rows.append((name, f'{params:,}', human(macs), config_file(models.RECIPE_NAMES.get(name, name), directory)))
   widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
   return ['  '.join([row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].rjust(widths[2]), row[3]])
           for row in rows]

@@ -94,10 +94,19 @@ def readable_metadata(manager, step: Optional[int] = None) -> Dict[str, Any]:
                            if moved else ''))
   if step is not None and step not in steps:
     raise CheckpointError(f'no checkpoint at step {step}; have {sorted(steps)}')
-  for candidate in [step] if step is not None else steps:
+  tried, reason = set(), 'it vanished while being read'
+  while True:
+    candidates = [step] if step is not None else [s for s in sorted(manager.all_steps(), reverse=True)
+                                                  if s not in tried]
+    if not candidates or candidates[0] in tried:
+      break
+    candidate = candidates[0]
+    tried.add(candidate)
     try:
       return checkpoints.read_metadata(manager, candidate)
     except Exception as e:  # pylint: disable=broad-except  # Orbax raises many kinds for a damaged checkpoint.
+      if step is None and checkpoints.vanished(manager, candidate):
+        continue  # Rotated away by the run still training: the newer ones are listed again.
       checkpoints.log_details(f'reading the metadata of checkpoint {candidate} failed', e)
       reason = checkpoints.short_reason(e)
   raise CheckpointError(f'cannot read checkpoint {step} in {manager.directory}: {reason}' if step is not None else

@@ -1,0 +1,60 @@
+"""Prints the table of results/fast94/README.md from the run folders committed beside it.
+
+    python results/fast94/table.py
+
+Each seed<k>/ holds what `python -m jaxresnet.main --config=configs/fast94.py` wrote
+(results.json, metrics.jsonl, config.json) and run.json (the command, wall-clock time,
+date, git commit, hardware and versions, written by record_run.py when the run ended).
+Only the Python standard library is used, so it runs without the project installed.
+"""
+import glob
+import json
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def runs():
+  """(seed folder name, results, config, run) of every finished run, by seed."""
+  found = []
+  for folder in sorted(glob.glob(os.path.join(HERE, 'seed*'))):
+    results = read_json(os.path.join(folder, 'results.json'))
+    found.append((os.path.basename(folder), results, read_json(os.path.join(folder, 'config.json')),
+                  read_json(os.path.join(folder, 'run.json'))))
+  return sorted(found, key=lambda r: r[1]['seed'])
+
+
+def mean_std(values):
+  """'m ± s' in percent (sample std), or just 'm' for one value."""
+  values = [100 * v for v in values]
+  if len(values) == 1:
+    return f'{values[0]:.2f}%'
+  return f'{statistics.mean(values):.2f}% ± {statistics.stdev(values):.2f}'
+
+
+def table() -> str:
+  found = runs()
+  lines = ['| Seed | Batch | Epochs (steps) | Test acc. (TTA) | Test acc. (plain) | Train + eval | Compile | '
+           'Wall clock (whole command) | Date (UTC) | Commit |',
+           '|---:|---:|---|---:|---:|---:|---:|---:|---|---|']
+  for _, results, config, run in found:
+    lines.append(f'| {results["seed"]} | {config["batch_size"]} | {config["num_train_steps"]} ({results["step"]}) | '
+                 f'{100 * results["tta_test_accuracy"]:.2f}% | {100 * results["test_accuracy"]:.2f}% | '
+                 f'{results["train_seconds"] / 60:.1f} min | {results["compile_seconds"]:.0f} s | '
+                 f'{run["wall_clock_seconds"] / 60:.1f} min | {run["date"]} | {run["git_commit"]} |')
+  if len(found) > 1:
+    lines.append(f'| mean ± std ({len(found)} seeds) | | | '
+                 f'**{mean_std([r["tta_test_accuracy"] for _, r, _, _ in found])}** | '
+                 f'{mean_std([r["test_accuracy"] for _, r, _, _ in found])} | '
+                 f'{statistics.mean(r["train_seconds"] for _, r, _, _ in found) / 60:.1f} min | | | | |')
+  return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+  print(table())
