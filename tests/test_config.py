@@ -54,7 +54,7 @@ def test_paper_recipe_in_default():
     ('warmup_steps', '2 weeks', "config.warmup_steps='2 weeks' is not a duration"),
     ('eval_every_steps', 2.5, 'config.eval_every_steps=2.5 is not a duration'),
     ('lr_boundaries', ('50%', '150%'), "config.lr_boundaries='150%' is a share of the run, which must be below 100%"),
-    ('schedule', 'linear', "config.schedule='linear' is not one of"),
+    ('schedule', 'exponential', "config.schedule='exponential' is not one of"),
     ('lr_boundaries', (48000, 32000), 'must be positive and increasing'),
     ('dataset', '', 'config.dataset is empty'),
 ])

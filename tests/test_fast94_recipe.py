@@ -123,3 +123,20 @@ def test_fast94_trains_through_main_and_records_its_seconds(tmp_path):
   assert results['compile_seconds'] > 0 and results['train_seconds'] > 0
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['learning_rate'] for r in records if 'learning_rate' in r][-1] == pytest.approx(0.24 / 12, rel=1e-5)
+  # evaluate rebuilds the net from the checkpoint alone (the whitening kernel is in it) and gets the same numbers.
+  printed = run_module('jaxresnet.evaluate', f'--workdir={workdir}', check=True).stdout.splitlines()
+  for prefix, name in (('', ''), ('tta_', ', tta (flip_translate)')):
+    line = next((l for l in printed if l.startswith(f'whitened_vgg at step 12 on test{name}: ')), None)
+    assert line is not None, (name, printed)
+    assert f'accuracy {100 * results[prefix + "test_accuracy"]:.2f}%' in line, (line, results)
+
+
+def test_the_committed_fast94_table_is_what_table_py_prints_from_the_committed_runs():
+  import os  # pylint: disable=g-import-not-at-top
+  import runpy  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  here = os.path.join(REPO, 'results', 'fast94')
+  table = runpy.run_path(os.path.join(here, 'table.py'))['table']()
+  assert table in open(os.path.join(here, 'README.md')).read()
+  for line in table.splitlines()[2:]:
+    assert '| 500 | 8 epochs (800) |' in line or line.startswith('| mean')  # The runs are the documented command.

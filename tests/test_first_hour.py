@@ -145,7 +145,9 @@ def test_models_command_lists_the_zoo_with_params_macs_and_config():
   assert rows['resnet18'] == ['11,173,962', '555M', 'configs/resnet18.py']
   assert rows['resnet1202'][:2] == ['19,421,274', '2.83G']
   for name, (_, _, config) in rows.items():  # A config is named exactly when the repository has one.
-    assert (config != '-') == os.path.isfile(os.path.join(REPO, 'configs', f'{name}.py')), name
+    recipe = models.RECIPE_NAMES.get(name, name)
+    assert (config != '-') == os.path.isfile(os.path.join(REPO, 'configs', f'{recipe}.py')), name
+  assert rows['whitened_vgg'][2] == 'configs/fast94.py'
   assert rows['resnet8'][2] == '-' and lines[-1].startswith('-: no recipe of its own')
   assert '--config=configs/default.py' in lines[-1]
 
