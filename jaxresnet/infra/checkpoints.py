@@ -240,13 +240,8 @@ def restore_newest(manager: ocp.CheckpointManager, state, metadata: Dict[str, An
   `allow_fresh_start`. A checkpoint of another run (model, seed, recipe) is an
   error, never a fallback.
   """
-  unusable, tried = [], set()
-  while True:
-    untried = [s for s in sorted(manager.all_steps(), reverse=True) if s not in tried]
-    if not untried:
-      break
-    step = untried[0]
-    tried.add(step)
+  unusable = []
+  for step in newest_first(manager):
     try:
       theirs = read_metadata(manager, step)
     except Exception as e:  # Orbax raises many kinds for a damaged checkpoint.
@@ -336,6 +331,18 @@ def set_aside_earlier(manager: ocp.CheckpointManager) -> List[str]:
     return sorted(os.listdir(unreadable_dir(manager)))
   except OSError:
     return []
+
+
+def newest_first(manager: ocp.CheckpointManager):
+  """The checkpoint steps, newest first, listed again before each: after a step that `vanished`, the
+  newer ones that replaced it come next."""
+  tried = set()
+  while True:
+    untried = [s for s in sorted(manager.all_steps(), reverse=True) if s not in tried]
+    if not untried:
+      return
+    tried.add(untried[0])
+    yield untried[0]
 
 
 def vanished(manager: ocp.CheckpointManager, step: int) -> bool:

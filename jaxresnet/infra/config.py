@@ -431,8 +431,6 @@ def library_check(check: Callable[[Any], None]) -> Callable[[Any], None]:
   return check
 
 
-
-
 # --------------------------------------------------------------------------
 # Views: the small frozen pieces of a config that code below the loop takes instead of the ConfigDict.
 

@@ -66,10 +66,15 @@ def model_fields(name: str) -> frozenset:
   return frozenset(f.name for f in dataclasses.fields(module))
 
 
-def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
-  """Returns the Flax module called `name`; kwargs set its other fields."""
+def check_known(name: str) -> None:
+  """One line (ConfigError) naming the known models if `name` is not one of them."""
   if name not in MODELS:
     raise ConfigError(f'unknown model {name!r}; known models: {", ".join(sorted(MODELS))}')
+
+
+def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+  """Returns the Flax module called `name`; kwargs set its other fields."""
+  check_known(name)
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 
@@ -81,8 +86,7 @@ CONFIG_TO_MODEL_FIELD = config_lib.MODEL_FIELDS
 def check_config(config) -> None:
   """The zoo's part of config validation: the model exists, and a model field set away from its default
   (config_lib.MODEL_FIELDS) is one the model has."""
-  if config.model not in MODELS:
-    raise ConfigError(f'unknown model {config.model!r}; known models: {", ".join(sorted(MODELS))}')
+  check_known(config.model)
   fields = model_fields(config.model)
   for name, model_field in CONFIG_TO_MODEL_FIELD.items():
     value = config[name]

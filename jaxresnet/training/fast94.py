@@ -158,7 +158,8 @@ def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch
   scale = config.learning_rate / AIRBENCH_FILTER_LR
   multiplier = (lambda step: learning_rate(step) / config.learning_rate) if config.learning_rate else learning_rate
   return make_optimizer(
-      0, WHITEN_BIAS_EPOCHS * steps_per_epoch, config.batch_size, multiplier=multiplier,
+      total_steps=0, whiten_bias_steps=WHITEN_BIAS_EPOCHS * steps_per_epoch, batch_size=config.batch_size,
+      multiplier=multiplier,  # The config's schedule, in place of make_optimizer's own decay over total_steps.
       filter_lr=config.learning_rate, filter_momentum=FILTER_MOMENTUM, bias_lr=AIRBENCH_BIAS_LR * scale,
       head_lr=AIRBENCH_HEAD_LR * scale, momentum=config.momentum, weight_decay=config.weight_decay,
       head_width=whitened_vgg.WhitenedVGG.widths[-1], logit_scale=whitened_vgg.WhitenedVGG.logit_scale)

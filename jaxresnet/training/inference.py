@@ -94,14 +94,8 @@ def readable_metadata(manager, step: Optional[int] = None) -> Dict[str, Any]:
                            if moved else ''))
   if step is not None and step not in steps:
     raise CheckpointError(f'no checkpoint at step {step}; have {sorted(steps)}')
-  tried, reason = set(), 'it vanished while being read'
-  while True:
-    candidates = [step] if step is not None else [s for s in sorted(manager.all_steps(), reverse=True)
-                                                  if s not in tried]
-    if not candidates or candidates[0] in tried:
-      break
-    candidate = candidates[0]
-    tried.add(candidate)
+  reason = 'it vanished while being read'
+  for candidate in [step] if step is not None else checkpoints.newest_first(manager):
     try:
       return checkpoints.read_metadata(manager, candidate)
     except Exception as e:  # pylint: disable=broad-except  # Orbax raises many kinds for a damaged checkpoint.
