@@ -348,6 +348,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
           if due.eval:  # After the save: a failing evaluation never costs the step's checkpoint.
             records = [{**r, **e} for r, e in zip(records, evaluator(state))]
           console.write(step, records)
+      # Read now: waiting below for the background checkpoint writes (checkpointer.finish) is not training.
+      seconds = run_clock.seconds()
     failed = False
   finally:
     console.close()
@@ -355,8 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if stopped:
     console.print(f'stopped by {stopped} at step {step}: checkpoint saved; run the same command to resume')
     return {'model': config.model, 'step': step, 'stopped': stopped}
-  return write_results(config, workdir, console, evaluator, state, step, size, dataset, window.diverged,
-                       run_clock.seconds())
+  return write_results(config, workdir, console, evaluator, state, step, size, dataset, window.diverged, seconds)
 
 
 def record_missing(step: int, last_logged: Optional[int]) -> bool:
