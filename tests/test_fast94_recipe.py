@@ -140,3 +140,28 @@ def test_the_committed_fast94_table_is_what_table_py_prints_from_the_committed_r
   assert table in open(os.path.join(here, 'README.md')).read()
   for line in table.splitlines()[2:]:
     assert '| 500 | 8 epochs (800) |' in line or line.startswith('| mean')  # The runs are the documented command.
+
+
+def fast94_population_args(image_folder, workdir, steps):
+  # 72 training images of batch 8: 9 steps an epoch, so a kill at step 6 resumes in epoch 0 and the resumed run
+  # must mirror each image the other way from step 9 on, from the checkpointed state alone.
+  return ['--config=configs/fast94.py', f'--workdir={workdir}', '--config.dataset=image_folder',
+          f'--config.data_dir={image_folder}', '--config.batch_size=8', '--config.eval_batch_size=12',
+          f'--config.num_train_steps={steps}', '--config.checkpoint_every_steps=3', '--config.log_every_steps=3',
+          '--config.num_seeds=2']
+
+
+def test_a_fast94_population_killed_and_resumed_ends_bit_identical_and_predicts_per_seed(tmp_path):
+  from test_reliability import assert_trees_equal, reference_and_resumed  # pylint: disable=g-import-not-at-top
+  reference, resumed, killed = reference_and_resumed(fast94_population_args, tmp_path)
+  assert_trees_equal(reference, resumed)
+  kernels = np.asarray(resumed['params']['whiten']['kernel'])
+  assert kernels.shape[0] == 2 and np.array_equal(kernels[0], kernels[1])  # Both seeds: one whitening of one data.
+  assert not np.array_equal(np.asarray(resumed['params']['head']['kernel'])[0],
+                            np.asarray(resumed['params']['head']['kernel'])[1])
+  image = str(next((tmp_path / 'images' / 'test' / 'cat').iterdir()))
+  for seed in (0, 1):
+    results = json.loads((tmp_path / 'killed' / f'seed{seed}' / 'results.json').read_text())
+    assert results['model'] == 'whitened_vgg' and results['step'] == 12 and 'tta_test_accuracy' in results
+    predicted = run_module('jaxresnet.predict', f'--workdir={killed}', f'--seed={seed}', image, check=True)
+    assert predicted.stdout.startswith(f'{image}: '), predicted.stdout
