@@ -163,5 +163,5 @@ def test_a_fast94_population_killed_and_resumed_ends_bit_identical_and_predicts_
   for seed in (0, 1):
     results = json.loads((tmp_path / 'killed' / f'seed{seed}' / 'results.json').read_text())
     assert results['model'] == 'whitened_vgg' and results['step'] == 12 and 'tta_test_accuracy' in results
-    predicted = run_module('jaxresnet.predict', f'--workdir={killed}', f'--seed={seed}', image, check=True)
-    assert predicted.stdout.startswith(f'{image}: '), predicted.stdout
+  predicted = run_module('jaxresnet.predict', f'--workdir={killed}', '--seed=1', image, check=True)
+  assert predicted.stdout.startswith(f'{image}: '), predicted.stdout
