@@ -21,13 +21,13 @@ def read_json(path):
 
 
 def runs():
-  """(seed folder name, results, config, run) of every finished run, by seed."""
+  """(folder name, results, config, run) of every finished run (seed<k>/, or batch<B>_seed<k>/), by batch and seed."""
   found = []
-  for folder in sorted(glob.glob(os.path.join(HERE, 'seed*'))):
+  for folder in sorted(glob.glob(os.path.join(HERE, '*seed*'))):
     results = read_json(os.path.join(folder, 'results.json'))
     found.append((os.path.basename(folder), results, read_json(os.path.join(folder, 'config.json')),
                   read_json(os.path.join(folder, 'run.json'))))
-  return sorted(found, key=lambda r: r[1]['seed'])
+  return sorted(found, key=lambda r: (r[2]['batch_size'], r[1]['seed']))
 
 
 def mean_std(values):
@@ -38,21 +38,34 @@ def mean_std(values):
   return f'{statistics.mean(values):.2f}% ± {statistics.stdev(values):.2f}'
 
 
+def machine(run) -> str:
+  """The CPU and whether the run had it to itself: times are comparable only between runs alone on one CPU."""
+  cpu = run['hardware'].split(',')[0].replace('(R)', '').replace(' Processor', '')
+  return f'{cpu}, {"alone" if run["alone"] else "shared"}'
+
+
 def table() -> str:
   found = runs()
   lines = ['| Seed | Batch | Epochs (steps) | Test acc. (TTA) | Test acc. (plain) | Train + eval | Compile | '
-           'Wall clock (whole command) | Date (UTC) | Commit |',
-           '|---:|---:|---|---:|---:|---:|---:|---:|---|---|']
+           'Wall clock (whole command) | CPU (2 cores) | Date (UTC) | Commit |',
+           '|---:|---:|---|---:|---:|---:|---:|---:|---|---|---|']
   for _, results, config, run in found:
     lines.append(f'| {results["seed"]} | {config["batch_size"]} | {config["num_train_steps"]} ({results["step"]}) | '
                  f'{100 * results["tta_test_accuracy"]:.2f}% | {100 * results["test_accuracy"]:.2f}% | '
                  f'{results["train_seconds"] / 60:.1f} min | {results["compile_seconds"]:.0f} s | '
-                 f'{run["wall_clock_seconds"] / 60:.1f} min | {run["date"]} | {run["git_commit"]} |')
-  if len(found) > 1:
-    lines.append(f'| mean ± std ({len(found)} seeds) | | | '
-                 f'**{mean_std([r["tta_test_accuracy"] for _, r, _, _ in found])}** | '
-                 f'{mean_std([r["test_accuracy"] for _, r, _, _ in found])} | '
-                 f'{statistics.mean(r["train_seconds"] for _, r, _, _ in found) / 60:.1f} min | | | | |')
+                 f'{run["wall_clock_seconds"] / 60:.1f} min | {machine(run)} | {run["date"]} | {run["git_commit"]} |')
+  for batch in sorted({config['batch_size'] for _, _, config, _ in found}):
+    group = [run for run in found if run[2]['batch_size'] == batch]
+    if len(group) < 2:
+      continue
+    # A mean time only over runs that each had one and the same CPU to themselves.
+    machines = {machine(run) for _, _, _, run in group}
+    same = len(machines) == 1 and all(run['alone'] for _, _, _, run in group)
+    mean_time = (f'{statistics.mean(r["train_seconds"] for _, r, _, _ in group) / 60:.1f} min' if same else
+                 'not averaged: other CPUs or load')
+    lines.append(f'| mean ± std ({len(group)} seeds) | {batch} | | '
+                 f'**{mean_std([r["tta_test_accuracy"] for _, r, _, _ in group])}** | '
+                 f'{mean_std([r["test_accuracy"] for _, r, _, _ in group])} | {mean_time} | | | | | |')
   return '\n'.join(lines)
 
 
