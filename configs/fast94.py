@@ -4,9 +4,10 @@
         --config.dataset=image_folder --config.data_dir=PATH/cifar10_jpeg.tar.gz
 
 airbench94_muon reports 94.01% on CIFAR-10 in 2.59 s on an A100 (its README). Not yet run on a GPU.
-Measured here (results/fast94/README.md), CIFAR-10-JPEG on a 2-core AMD EPYC CPU, with
---config.batch_size=500 (batch 2,000 needs more than 24 GB there): 90.28% test accuracy with TTA
-(89.37% without), seed 0, 72.6 minutes for the whole command.
+Measured here (results/fast94/README.md), CIFAR-10-JPEG on 2 CPU cores with --config.batch_size=500
+(batch 2,000 ran out of 24 GB through main's allocator setting; JAXRESNET_KEEP_FREED_MEMORY=0 lifts it):
+90.12% +- 0.14 test accuracy with TTA over seeds 0-2 (89.32% without); the whole command took 30.9 minutes
+alone on an Intel Xeon, 72.6 minutes alone on an AMD EPYC.
 
 The net (whitened_vgg), the whitening initialisation, the alternating flip and the Muon/SGD
 parameter groups are described on one page in jaxresnet/training/fast94.py.
