@@ -513,3 +513,14 @@ def test_the_write_probe_never_leaves_a_file_in_the_workdir(tmp_path):
                           text=True, timeout=120)
   assert result.returncode == 0, result.stderr  # It never needed to remove anything: the probe has no name.
   assert os.listdir(workdir) == []
+
+
+def test_an_unknown_field_with_a_newline_in_its_name_is_still_one_line():
+  # Found by the fuzzed-overrides test above: the name was echoed raw, so its newline split the error line.
+  flag_values = flags.FlagValues()
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ['main', '--config=configs/default.py', '--config.A\n=1']
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True, sys_argv=argv)
+  with pytest.raises(ConfigError) as raised:
+    cli.parse_flags(argv, flag_values)
+  assert str(raised.value).startswith("unknown config field 'A\\n'") and '\n' not in str(raised.value)

@@ -277,14 +277,15 @@ def unknown_field_message(config, paths) -> str:
     node, done = config, []
     for part in path.split('.'):
       if not hasattr(node, 'keys'):
-        return (f"config field '{'.'.join(done)}' has no fields, so --config.{path} overrides nothing "
+        # Names come from argv as typed: repr() keeps a stray newline or tab from splitting the one line.
+        return (f"config field {'.'.join(done)!r} has no fields, so {'--config.' + path!r} overrides nothing "
                 '(see jaxresnet/infra/config.py)')
       if part not in node:
         if not done and part in config_lib.RETIRED_FIELDS:
-          return f"unknown config field '{part}': {config_lib.RETIRED_FIELDS[part]}"
+          return f"unknown config field {part!r}: {config_lib.RETIRED_FIELDS[part]}"
         close = difflib.get_close_matches(part, list(node.keys()), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ''
-        return f"unknown config field '{'.'.join(done + [part])}'{hint} (see jaxresnet/infra/config.py)"
+        return f"unknown config field {'.'.join(done + [part])!r}{hint} (see jaxresnet/infra/config.py)"
       node, done = node[part], done + [part]
   return ''
 
