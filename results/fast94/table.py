@@ -49,24 +49,30 @@ def table() -> str:
   lines = ['| Seed | Batch | Epochs (steps) | Test acc. (TTA) | Test acc. (plain) | Train + eval | Compile | '
            'Wall clock (whole command) | CPU (2 cores) | Date (UTC) | Commit |',
            '|---:|---:|---|---:|---:|---:|---:|---:|---|---|---|']
-  for _, results, config, run in found:
-    lines.append(f'| {results["seed"]} | {config["batch_size"]} | {config["num_train_steps"]} ({results["step"]}) | '
-                 f'{100 * results["tta_test_accuracy"]:.2f}% | {100 * results["test_accuracy"]:.2f}% | '
-                 f'{results["train_seconds"] / 60:.1f} min | {results["compile_seconds"]:.0f} s | '
-                 f'{run["wall_clock_seconds"] / 60:.1f} min | {machine(run)} | {run["date"]} | {run["git_commit"]} |')
   for batch in sorted({config['batch_size'] for _, _, config, _ in found}):
     group = [run for run in found if run[2]['batch_size'] == batch]
-    if len(group) < 2:
-      continue
-    # A mean time only over runs that each had one and the same CPU to themselves.
-    machines = {machine(run) for _, _, _, run in group}
-    same = len(machines) == 1 and all(run['alone'] for _, _, _, run in group)
-    mean_time = (f'{statistics.mean(r["train_seconds"] for _, r, _, _ in group) / 60:.1f} min' if same else
-                 'not averaged: other CPUs or load')
-    lines.append(f'| mean ± std ({len(group)} seeds) | {batch} | | '
-                 f'**{mean_std([r["tta_test_accuracy"] for _, r, _, _ in group])}** | '
-                 f'{mean_std([r["test_accuracy"] for _, r, _, _ in group])} | {mean_time} | | | | | |')
+    lines += [row(*run[1:]) for run in group]
+    if len(group) > 1:
+      lines.append(mean_row(batch, group))
   return '\n'.join(lines)
+
+
+def row(results, config, run) -> str:
+  return (f'| {results["seed"]} | {config["batch_size"]} | {config["num_train_steps"]} ({results["step"]}) | '
+          f'{100 * results["tta_test_accuracy"]:.2f}% | {100 * results["test_accuracy"]:.2f}% | '
+          f'{results["train_seconds"] / 60:.1f} min | {results["compile_seconds"]:.0f} s | '
+          f'{run["wall_clock_seconds"] / 60:.1f} min | {machine(run)} | {run["date"]} | {run["git_commit"]} |')
+
+
+def mean_row(batch, group) -> str:
+  # A mean time only over runs that each had one and the same CPU to themselves.
+  machines = {machine(run) for _, _, _, run in group}
+  same = len(machines) == 1 and all(run['alone'] for _, _, _, run in group)
+  mean_time = (f'{statistics.mean(r["train_seconds"] for _, r, _, _ in group) / 60:.1f} min' if same else
+               'not averaged: other CPUs or load')
+  return (f'| mean ± std ({len(group)} seeds) | {batch} | | '
+          f'**{mean_std([r["tta_test_accuracy"] for _, r, _, _ in group])}** | '
+          f'{mean_std([r["test_accuracy"] for _, r, _, _ in group])} | {mean_time} | | | | | |')
 
 
 if __name__ == '__main__':
