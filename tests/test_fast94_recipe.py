@@ -16,6 +16,7 @@ from jaxresnet.models import whitened_vgg
 from jaxresnet.training import jobs
 from jaxresnet.training import optim
 from jaxresnet.training import train
+from test_reliability import assert_trees_equal, reference_and_resumed
 
 
 def fast94_config(data_dir, **overrides):
@@ -154,7 +155,6 @@ def fast94_population_args(image_folder, workdir, steps):
 
 
 def test_a_fast94_population_killed_and_resumed_ends_bit_identical_and_predicts_per_seed(tmp_path):
-  from test_reliability import assert_trees_equal, reference_and_resumed  # pylint: disable=g-import-not-at-top
   reference, resumed, killed = reference_and_resumed(fast94_population_args, tmp_path)
   assert_trees_equal(reference, resumed)
   kernels = np.asarray(resumed['params']['whiten']['kernel'])

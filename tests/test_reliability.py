@@ -309,16 +309,21 @@ VALUES = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True
 @hypothesis.given(overrides=st.lists(st.tuples(st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=8)), VALUES),
                                      max_size=3))
 def test_fuzzed_overrides_give_a_valid_config_or_a_clear_error(overrides):
-  flag_values = flags.FlagValues()
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  argv = ['main', '--config=configs/default.py'] + [f'--config.{k}={v}' for k, v in overrides]
-  # sys_argv: ml_collections defines the override flags it finds there (by default in pytest's own argv).
-  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True, sys_argv=argv)
   try:
-    cli.parse_flags(argv, flag_values)
-    config_lib.validate(flag_values.config)
+    config_lib.validate(parse_overrides([f'--config.{k}={v}' for k, v in overrides]))
   except ConfigError as e:
     assert str(e) and '\n' not in str(e)
+
+
+def parse_overrides(overrides):
+  """The config main would run with `--config=configs/default.py` and these override arguments."""
+  flag_values = flags.FlagValues()
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ['main', '--config=configs/default.py', *overrides]
+  # sys_argv: ml_collections defines the override flags it finds there (by default in pytest's own argv).
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True, sys_argv=argv)
+  cli.parse_flags(argv, flag_values)
+  return flag_values.config
 
 
 # --------------------------------------------------------------------------
@@ -517,10 +522,6 @@ def test_the_write_probe_never_leaves_a_file_in_the_workdir(tmp_path):
 
 def test_an_unknown_field_with_a_newline_in_its_name_is_still_one_line():
   # Found by the fuzzed-overrides test above: the name was echoed raw, so its newline split the error line.
-  flag_values = flags.FlagValues()
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  argv = ['main', '--config=configs/default.py', '--config.A\n=1']
-  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True, sys_argv=argv)
   with pytest.raises(ConfigError) as raised:
-    cli.parse_flags(argv, flag_values)
+    parse_overrides(['--config.A\n=1'])
   assert str(raised.value).startswith("unknown config field 'A\\n'") and '\n' not in str(raised.value)

@@ -65,9 +65,9 @@ def row(results, config, run) -> str:
 
 
 def mean_row(batch, group) -> str:
-  # A mean time only over runs that each had one and the same CPU to themselves.
+  # A mean time only over runs that each had one and the same CPU to themselves ('<CPU>, alone').
   machines = {machine(run) for _, _, _, run in group}
-  same = len(machines) == 1 and all(run['alone'] for _, _, _, run in group)
+  same = len(machines) == 1 and machines.pop().endswith(', alone')
   mean_time = (f'{statistics.mean(r["train_seconds"] for _, r, _, _ in group) / 60:.1f} min' if same else
                'not averaged: other CPUs or load')
   return (f'| mean ± std ({len(group)} seeds) | {batch} | | '
