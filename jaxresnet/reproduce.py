@@ -39,6 +39,11 @@ from jaxresnet.infra import signals
 if __name__ == '__main__':  # First, before the slow imports: SIGTERM or Ctrl-C while starting up is one line.
   signals.stop_on_signals()
 
+from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Before anything starts JAX's threads: see host_memory.
+host_memory.keep_freed_memory()
+
 import shlex
 import sys
 

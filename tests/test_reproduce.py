@@ -9,6 +9,7 @@ import pytest
 
 from conftest import run_module
 from jaxresnet.infra import checkpoints
+from jaxresnet.infra import host_memory
 from jaxresnet.experiments import reproduction
 from jaxresnet.experiments import tables
 from jaxresnet.infra import rundir
@@ -191,8 +192,10 @@ def test_a_stopped_run_ends_the_table_and_resumes_with_its_time_added_up(image_f
   run = os.path.join(workdir, 'resnet8', 'seed0')
   assert not os.path.exists(os.path.join(run, 'results.json'))
   assert not os.path.exists(os.path.join(workdir, 'resnet8', 'seed1'))  # The table stopped too.
-  first_session = json.load(open(os.path.join(run, 'timing.json')))['sessions'][0]['seconds']
+  session = json.load(open(os.path.join(run, 'timing.json')))['sessions'][0]
+  first_session = session['seconds']
   assert first_session > 0
+  assert session['freed_memory_kept'] is host_memory.freed_memory_kept()  # What the speed depended on.
   row = tables.collect(workdir)['models'][-1]
   assert row['model'] == 'resnet8' and row['num_finished'] == 0
   assert [(r['status'], r['step']) for r in row['runs']] == [('unfinished', 4), ('not started', None)]

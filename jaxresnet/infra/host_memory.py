@@ -3,6 +3,8 @@ import ctypes
 import os
 import sys
 
+_kept = False  # Whether keep_freed_memory() changed glibc's settings in this process.
+
 
 def keep_freed_memory():
   """Lets glibc keep freed memory instead of returning it to the system after every step.
@@ -22,3 +24,10 @@ def keep_freed_memory():
   libc.mallopt(m_mmap_max, 0)
   libc.mallopt(m_trim_threshold, -1)
   libc.mallopt(m_arena_max, 1)
+  global _kept
+  _kept = True
+
+
+def freed_memory_kept() -> bool:
+  """Whether this process keeps freed memory (keep_freed_memory ran and applied): recorded with a run's timing."""
+  return _kept
