@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Optional
 import jax
 import numpy as np
 
+from jaxresnet.infra import devices
+
 # Dense peak TFLOP/s from NVIDIA's datasheets (bf16 tensor cores, fp32 CUDA cores),
 # matched against jax's device_kind; the first match wins.
 GPU_PEAK_TFLOPS = [
@@ -23,7 +25,7 @@ GPU_PEAK_TFLOPS = [
 def device_info() -> Dict[str, Any]:
   device = jax.devices()[0]
   info = {'platform': device.platform, 'kind': device.device_kind, 'count': jax.device_count(),
-          'host_cpu': cpu_model(), 'host_cores': os.cpu_count(), 'host_cpu_flags': cpu_flags()}
+          'host_cpu': devices.cpu_model(), 'host_cores': os.cpu_count(), 'host_cpu_flags': cpu_flags()}
   if device.platform == 'cpu':
     info['name'] = 'cpu'
   else:
@@ -32,24 +34,9 @@ def device_info() -> Dict[str, Any]:
   return info
 
 
-def _cpuinfo_field(field: str) -> Optional[str]:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.split(':')[0].strip() == field:
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return None
-
-
-def cpu_model() -> str:
-  return _cpuinfo_field('model name') or platform.processor() or platform.machine()
-
-
 def cpu_flags() -> List[str]:
   """The vector extensions that decide CPU conv speed (AVX-512, bf16, AMX)."""
-  present = set((_cpuinfo_field('flags') or '').split())
+  present = set((devices.cpuinfo_field('flags') or '').split())
   return [f for f in ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_bf16') if f in present]
 
 

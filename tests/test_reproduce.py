@@ -9,6 +9,7 @@ import pytest
 
 from conftest import run_module
 from jaxresnet.infra import checkpoints
+from jaxresnet.infra import devices
 from jaxresnet.infra import host_memory
 from jaxresnet.experiments import reproduction
 from jaxresnet.experiments import tables
@@ -110,6 +111,7 @@ def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_pa
     assert results['step'] == 6 and results['model'] == model
     sessions = json.load(open(run / 'timing.json'))['sessions']
     assert len(sessions) == 1 and sessions[0]['seconds'] > 0 and sessions[0]['versions']['jax']
+    assert sessions[0]['host'] == devices.host_cpu()
 
   data = json.load(open(workdir / 'report.json'))
   rows = {row['model']: row for row in data['models']}
@@ -131,6 +133,7 @@ def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_pa
   assert '**Evaluated on a subset**: at most 1,000 images of each split' in markdown
   assert f'| ResNet-8 | {resnet8["num_params"] / 1e6:.2f}M | — | {resnet8["macs"] / 1e6:.2f}M | — |' in markdown
   assert f'{100 * results["test_error"]:.2f} | 1/1 |' in markdown
+  assert f'| {results["devices"]} on {devices.host_cpu()} |' in markdown  # The runs table: devices and host.
   assert '| ResNet-110 | — | 1.70M | — | 6.43 | not run |' in markdown
   assert 'python -m jaxresnet.reproduce --workdir=' in markdown  # The command that made it.
   with Image.open(workdir / 'figure6.png') as image:
@@ -275,6 +278,7 @@ def test_report_means_finished_seeds_and_shows_the_rest_as_they_are(tmp_path):
   assert '| Plain-20 | — | — | — | 9.5* | not run | — |' in markdown
   assert '| ResNet-20 | 2 | unfinished | 7/10 | — |' in markdown
   assert '| ResNet-110 | 1 | not started | — |' in markdown
+  assert '| 9.00 | 10.00 | ≥ 1.7 min | 1 x NVIDIA H100 |' in markdown  # Its timing file names no host.
   assert 'Shortened schedule' not in markdown
   assert 'CIFAR-10-JPEG is CIFAR-10 stored as JPEG' in markdown
   assert 'ResNet-110 warm-up: learning rate 0.01 (constant) for the first 400 iterations' in markdown

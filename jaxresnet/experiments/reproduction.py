@@ -26,6 +26,7 @@ from jaxresnet import data
 from jaxresnet import models as models_lib
 from jaxresnet.experiments import tables
 from jaxresnet.infra import config as config_lib
+from jaxresnet.infra import devices
 from jaxresnet.infra import host_memory
 from jaxresnet.infra import rundir
 from jaxresnet.infra.errors import ConfigError
@@ -130,7 +131,7 @@ def train_run(config: ml_collections.ConfigDict, directory: str, peer=None) -> D
   # Written before training with seconds=None: a session killed outright stays visible as unrecorded.
   session = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
              'seconds': None, 'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-             'versions': software_versions(),
+             'host': devices.host_cpu(), 'versions': software_versions(),
              'freed_memory_kept': host_memory.freed_memory_kept()}  # Its speed depends on it (host_memory).
   if peer:
     session['versions'].update(peer.software_versions())

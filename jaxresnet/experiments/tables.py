@@ -108,7 +108,7 @@ def read_run(directory: str, seed: int) -> Dict[str, Any]:
   run = {'seed': seed, 'directory': directory, 'status': 'not started', 'step': None,
          'num_train_steps': None, 'test_error': None, 'val_error': None, 'num_params': None, 'macs': None,
          'devices': None, 'wall_clock_seconds': None, 'wall_clock_complete': None,
-         'images_per_second': None, 'versions': None, 'peer_padding': None}
+         'images_per_second': None, 'versions': None, 'peer_padding': None, 'hosts': []}
   if config is None:
     return run
   run['num_train_steps'] = config.get('num_train_steps')
@@ -126,6 +126,8 @@ def read_run(directory: str, seed: int) -> Dict[str, Any]:
     # A session killed outright never recorded its time: the sum is then a lower bound.
     run['wall_clock_complete'] = all(s['seconds'] is not None for s in sessions)
     run['versions'] = sessions[-1].get('versions')
+    # The CPUs its sessions ran on (older timing files lack them): a CPU run's wall-clock depends on them.
+    run['hosts'] = list(dict.fromkeys(s['host'] for s in sessions if s.get('host')))
   run['peer_padding'] = config.get('peer_padding')
   if rundir.is_finished(directory, run['num_train_steps']):
     results = rundir.read_results(directory)
@@ -348,6 +350,12 @@ def peer_comparison(report: Dict[str, Any]) -> List[str]:
   return lines
 
 
+def _hardware(run: Dict[str, Any]) -> str:
+  """A run's devices and the hosts its sessions ran on: '1 x cpu on AMD EPYC, 2 cores'."""
+  hosts = ' and '.join(run.get('hosts') or [])
+  return ' on '.join(part for part in (run['devices'], hosts) if part) or '—'
+
+
 def render_markdown(report: Dict[str, Any], figure: Optional[str], peer_figure: Optional[str] = None) -> str:
   settings = report['settings']
   scale = settings.get('steps_scale', 1.0)
@@ -414,7 +422,7 @@ def render_markdown(report: Dict[str, Any], figure: Optional[str], peer_figure: 
       step = '—' if r['step'] is None else f'{r["step"]}/{r["num_train_steps"]}'
       lines.append(f'| {name} | {r["seed"]} | {r["status"]} | {step} | {_pct(r["test_error"])} | '
                    f'{_pct(r["val_error"])} | {_duration(r["wall_clock_seconds"], r["wall_clock_complete"])} '
-                   f'| {r["devices"] or "—"} |')
+                   f'| {_hardware(r)} |')
   if not any_runs:
     lines.append('| — | | no runs yet | | | | | |')
   lines += ['', 'Wall-clock is the sum over a run\'s training sessions (data loading, compilation and '

@@ -1,6 +1,8 @@
-"""Where arrays live: the device mesh, host <-> device copies, and the CPU-only XLA options."""
+"""Where arrays live: the device mesh, host <-> device copies, the CPU-only XLA options, and the host's CPU."""
 import functools
 import math
+import os
+import platform
 from typing import Dict, Optional
 
 import jax
@@ -84,3 +86,24 @@ def compiler_options(num_members: int = 1) -> Optional[Dict[str, str]]:
   except Exception:  # pylint: disable=broad-except
     return None
   return options
+
+
+def cpuinfo_field(field: str) -> Optional[str]:
+  """The first value of `field` in /proc/cpuinfo (Linux), or None."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.split(':')[0].strip() == field:
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return None
+
+
+def cpu_model() -> str:
+  return cpuinfo_field('model name') or platform.processor() or platform.machine()
+
+
+def host_cpu() -> str:
+  """The host's CPU and core count, e.g. 'AMD EPYC, 2 cores': on CPU a run's speed depends on it."""
+  return f'{cpu_model()}, {os.cpu_count()} cores'
