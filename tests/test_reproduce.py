@@ -286,6 +286,41 @@ def test_report_means_finished_seeds_and_shows_the_rest_as_they_are(tmp_path):
   assert os.path.exists(tmp_path / 'figure6.png')
 
 
+def test_export_copies_the_finished_runs_records_and_the_report_is_the_same_from_them(tmp_path):
+  workdir, target = tmp_path / 'runs', tmp_path / 'results'
+  fake_run(workdir, 'resnet20', 0, test_error=0.08)
+  fake_run(workdir, 'resnet20', 1, step=7)  # Unfinished: stays behind.
+  fake_run(workdir, 'plain20', 0, test_error=0.1)
+  for checkpoint in ('checkpoints/8/state', 'peer_checkpoint.pt'):
+    os.makedirs(os.path.dirname(workdir / 'resnet20' / 'seed0' / checkpoint), exist_ok=True)
+    (workdir / 'resnet20' / 'seed0' / checkpoint).write_text('weights')
+  with open(workdir / rundir.PLAN_FILE, 'w') as f:
+    json.dump({'table': 'he2016', 'seeds': 2, 'models': ['resnet20', 'plain20'], 'settings': {'steps_scale': 1.0},
+               'commands': ['python -m jaxresnet.reproduce ...']}, f)
+  result = run_module('jaxresnet.report', f'--workdir={workdir}', f'--export_to={target}', check=True)
+  assert 'copied the records of 2 finished runs' in result.stdout
+
+  copied = sorted(str(p.relative_to(target)) for p in target.rglob('*') if p.is_file())
+  assert copied == sorted([rundir.PLAN_FILE, tables.REPORT_MD, tables.REPORT_JSON, tables.FIGURE_FILE] +
+                          [f'{run}/{name}' for run in ('plain20/seed0', 'resnet20/seed0') for name in tables.RECORD_FILES])
+  table_rows = lambda path: [line for line in path.read_text().splitlines() if line.startswith('| ResNet-20 |')
+                             or line.startswith('| Plain-20 |')][:2]  # The paper table's two rows.
+  tables.write_report(str(workdir))
+  assert table_rows(target / tables.REPORT_MD) == table_rows(workdir / tables.REPORT_MD)
+  assert '| ResNet-20 | 1 | not started |' in (target / tables.REPORT_MD).read_text()  # Not copied, not made up.
+
+  tables.export_records(str(workdir), str(target))  # Again: the same records, nothing to refuse.
+  results = json.load(open(workdir / 'plain20' / 'seed0' / 'results.json'))
+  with open(workdir / 'plain20' / 'seed0' / 'results.json', 'w') as f:  # The same run trained again elsewhere.
+    json.dump({**results, 'test_error': 0.2}, f)
+  before = (target / 'plain20' / 'seed0' / 'results.json').read_text()
+  with pytest.raises(DataError, match='already records another finished run'):
+    tables.export_records(str(workdir), str(target))
+  assert (target / 'plain20' / 'seed0' / 'results.json').read_text() == before  # The finished record stays.
+  with pytest.raises(DataError, match='into itself'):
+    tables.export_records(str(workdir), str(workdir))
+
+
 def test_report_of_an_empty_workdir_says_so(tmp_path):
   data = tables.write_report(str(tmp_path))
   assert data['figure'] is None and all(row['num_finished'] == 0 for row in data['models'])

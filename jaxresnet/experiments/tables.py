@@ -464,6 +464,40 @@ def render_markdown(report: Dict[str, Any], figure: Optional[str], peer_figure: 
   return '\n'.join(lines)
 
 
+# What a finished run keeps when exported (export_records): enough for the report, never a checkpoint.
+RECORD_FILES = (rundir.CONFIG_FILE, rundir.RESULTS_FILE, rundir.METRICS_FILE, rundir.TIMING_FILE)
+
+
+def export_records(workdir: str, target: str) -> List[str]:
+  """Copies DIR's plan and each finished run's RECORD_FILES to `target`, in the same layout; the runs copied.
+
+  `target` is then a folder small enough to commit from which write_report(target) makes the same
+  table. Nothing in `target` is deleted: runs recorded there earlier stay, and a finished run whose
+  results.json there differs from DIR's (the same run trained again elsewhere) is refused, not replaced.
+  """
+  if os.path.abspath(target) == os.path.abspath(workdir):
+    raise DataError(f'cannot export {workdir} into itself')
+  report = collect(workdir)
+  finished = [r['directory'] for row in report['models'] for r in row['runs'] + row['peer']['runs']
+              if r['status'] == 'finished']
+  copies = [(source, os.path.join(target, os.path.relpath(source, workdir))) for source in finished]
+  for source, copy in copies:  # Check all before copying any.
+    kept = os.path.join(copy, rundir.RESULTS_FILE)
+    if os.path.exists(kept):
+      with open(kept, 'rb') as old, open(os.path.join(source, rundir.RESULTS_FILE), 'rb') as new:
+        if old.read() != new.read():
+          raise DataError(f'{kept} already records another finished run of it; move it away to replace it')
+  os.makedirs(target, exist_ok=True)
+  if os.path.exists(os.path.join(workdir, rundir.PLAN_FILE)):
+    shutil.copyfile(os.path.join(workdir, rundir.PLAN_FILE), os.path.join(target, rundir.PLAN_FILE))
+  for source, copy in copies:
+    os.makedirs(copy, exist_ok=True)
+    for name in RECORD_FILES:
+      if os.path.exists(os.path.join(source, name)):
+        shutil.copyfile(os.path.join(source, name), os.path.join(copy, name))
+  return [copy for _, copy in copies]
+
+
 def write_report(workdir: str, output: Optional[str] = None, table_name: Optional[str] = None,
                  dpi: int = curves.DEFAULT_DPI) -> Dict[str, Any]:
   """Writes DIR/report.md, DIR/report.json and DIR/figure6.png (and OUTPUT.md + OUTPUT.png).
