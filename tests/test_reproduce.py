@@ -321,6 +321,21 @@ def test_export_copies_the_finished_runs_records_and_the_report_is_the_same_from
     tables.export_records(str(workdir), str(workdir))
 
 
+def test_a_report_before_any_run_finished_reads_as_sentences(tmp_path, monkeypatch):
+  with open(tmp_path / rundir.PLAN_FILE, 'w') as f:
+    json.dump({'table': 'he2016', 'seeds': 1, 'peer_seeds': 1, 'models': ['resnet20'], 'settings': {'steps_scale': 1.0},
+               'commands': ['python -m jaxresnet.reproduce --peer A', 'python -m jaxresnet.reproduce --peer A',
+                            'python -m jaxresnet.reproduce --peer B']}, f)
+  monkeypatch.chdir(tmp_path.parent)
+  tables.write_report(str(tmp_path))
+  markdown = (tmp_path / 'report.md').read_text()
+  assert '- ResNet-20: no comparison yet (neither jaxresnet nor the peer has a finished run).' in markdown
+  assert 'split and test set. Its stride-2 padding is not recorded yet (no peer run has started).' in markdown
+  # A command run again to resume is listed once, with how many times it ran.
+  assert '```\npython -m jaxresnet.reproduce --peer A  # 2 times\npython -m jaxresnet.reproduce --peer B\n```' in markdown
+  assert f'by `python -m jaxresnet.report --workdir={tmp_path.name}`.' in markdown  # Relative: no machine's path.
+
+
 def test_report_of_an_empty_workdir_says_so(tmp_path):
   data = tables.write_report(str(tmp_path))
   assert data['figure'] is None and all(row['num_finished'] == 0 for row in data['models'])

@@ -248,7 +248,9 @@ def collect(workdir: str, table_name: Optional[str] = None) -> Dict[str, Any]:
   return {
       'table': table_name, 'title': table.title,
       'generated': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-      'workdir': os.path.abspath(workdir),
+      # As given, relative where it lies below the current folder: no one machine's path in a committed report.
+      'workdir': (os.path.relpath(workdir) if not os.path.relpath(workdir).startswith(os.pardir)
+                  else os.path.abspath(workdir)),
       'commands': plan.get('commands', []),
       'settings': plan.get('settings', {}),
       'dataset': dataset_name(reference, class_names) if reference else None,
@@ -314,19 +316,20 @@ def peer_comparison(report: Dict[str, Any]) -> List[str]:
   """The report's paragraph on jaxresnet against the PyTorch peer: what the numbers show, in words."""
   rows = [row for row in report['models'] if row['peer']['num_seeds']]
   paddings = report['peer_padding']
-  padding_text = ('; '.join(f'{PEER_PADDING_TEXT.get(p, p)} (padding={p})' for p in paddings)
-                  if paddings else 'padding not recorded')
+  padding_text = ('It ' + '; '.join(f'{PEER_PADDING_TEXT.get(p, p)} (padding={p})' for p in paddings)
+                  if paddings else 'Its stride-2 padding is not recorded yet (no peer run has started)')
   lines = ['## jaxresnet against the PyTorch peer', '',
            'The peer (`jaxresnet.peer`) is an independent PyTorch implementation of the same nets, '
            'trained with the same config (recipe, schedule, seeds) on the same decoded images, train/validation '
-           f'split and test set. It {padding_text}. Where both miss the paper by the same amount, the data '
+           f'split and test set. {padding_text}. Where both miss the paper by the same amount, the data '
            'explains the gap; where jaxresnet is worse than the peer, jaxresnet\'s code does.', '']
   compared = [row for row in rows if row['minus_peer']]
   for row in rows:
     ours, peer, comparison = row, row['peer'], row['minus_peer']
     if comparison is None:
-      missing = ' and '.join(name for name, s in (('jaxresnet', ours), ('the peer', peer)) if not s['num_finished'])
-      lines.append(f'- {row["name"]}: no comparison yet ({missing} has no finished run).')
+      missing = [name for name, s in (('jaxresnet', ours), ('the peer', peer)) if not s['num_finished']]
+      missing = f'{missing[0]} has no' if len(missing) == 1 else 'neither jaxresnet nor the peer has a'
+      lines.append(f'- {row["name"]}: no comparison yet ({missing} finished run).')
       continue
     spread = ('' if comparison['standard_error'] is None else
               f'; the standard error of that difference is {100 * comparison["standard_error"]:.2f} points')
@@ -453,7 +456,14 @@ def render_markdown(report: Dict[str, Any], figure: Optional[str], peer_figure: 
     lines.append('- No run has started yet.')
   lines.append('')
   if report['commands']:
-    lines += ['Commands (in order):', '', '```'] + report['commands'] + ['```', '']
+    runs_of = [[command, 1] for command in report['commands'][:1]]  # A command run again to resume: listed once.
+    for command in report['commands'][1:]:
+      if command == runs_of[-1][0]:
+        runs_of[-1][1] += 1
+      else:
+        runs_of.append([command, 1])
+    lines += (['Commands (in order):', '', '```'] +
+              [command + (f'  # {times} times' if times > 1 else '') for command, times in runs_of] + ['```', ''])
   if report['versions']:
     lines += ['Software:', '']
     for v in report['versions']:
