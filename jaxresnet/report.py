@@ -42,7 +42,7 @@ def main(argv):
   with cli.exit_on_user_error():
     if FLAGS.export_to:
       copied = tables.export_records(workdir, FLAGS.export_to)
-      print(f'copied the records of {len(copied)} finished runs to {FLAGS.export_to}')
+      print(f'copied the records of {len(copied)} finished run{"" if len(copied) == 1 else "s"} to {FLAGS.export_to}')
       workdir = FLAGS.export_to
     tables.write_report(workdir, FLAGS.output, FLAGS.table)
   print(f'wrote {os.path.join(workdir, tables.REPORT_MD)}' + (f' and {FLAGS.output}' if FLAGS.output else ''))
