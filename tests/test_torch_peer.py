@@ -404,7 +404,10 @@ def test_report_puts_the_peer_beside_each_row_and_says_what_the_comparison_shows
   assert ("Over the 2 models with finished runs of both, jaxresnet's mean test error is above the peer's in 1 and "
           "below it in 1; on average it is 0.15 points above the peer's. Outside the +0.3-point target: "
           "ResNet-20.") in markdown
-  assert "pads its stride-2 convolutions (1, 1) like the paper's and akamaster's nets" in markdown
+  # The flag's value names the peer's padding, not jaxresnet's, which the sentence also gives.
+  assert ("test set. With `--peer_padding=symmetric` it pads its stride-2 convolutions (1, 1) like the paper's and "
+          "akamaster's nets (PyTorch's padding=1), where jaxresnet's Flax 'SAME' convolutions pad (0, 1). Where") \
+      in markdown
   assert '| ResNet-20 (peer) | 1 | finished | 10/10 | 8.20 |' in markdown
   assert '![the PyTorch peer: train and test error vs iterations](figure6_peer.png)' in markdown
   assert os.path.exists(tmp_path / 'figure6.png') and os.path.exists(tmp_path / 'figure6_peer.png')

@@ -316,7 +316,7 @@ def peer_comparison(report: Dict[str, Any]) -> List[str]:
   """The report's paragraph on jaxresnet against the PyTorch peer: what the numbers show, in words."""
   rows = [row for row in report['models'] if row['peer']['num_seeds']]
   paddings = report['peer_padding']
-  padding_text = ('It ' + '; '.join(f'{PEER_PADDING_TEXT.get(p, p)} (padding={p})' for p in paddings)
+  padding_text = ('. '.join(f'With `--peer_padding={p}` it {PEER_PADDING_TEXT.get(p, p)}' for p in paddings)
                   if paddings else 'Its stride-2 padding is not recorded yet (no peer run has started)')
   lines = ['## jaxresnet against the PyTorch peer', '',
            'The peer (`jaxresnet.peer`) is an independent PyTorch implementation of the same nets, '
