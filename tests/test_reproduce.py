@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import threading
 
@@ -350,3 +351,28 @@ def test_report_cli_names_tfds_cifar10_and_rejects_a_missing_dir(tmp_path):
   assert 'Dataset: **CIFAR-10 (TFDS)**' in (tmp_path / 'report.md').read_text()
   missing = run_module('jaxresnet.report', f'--workdir={tmp_path / "nope"}')
   assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith('error: ')
+
+
+COMMITTED_EVIDENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results',
+                                  'he2016_eighth_cpu')
+
+
+def test_the_committed_he2016_eighth_report_is_what_its_run_files_give_and_the_readme_quotes_it(tmp_path):
+  # results/he2016_eighth_cpu is exported with report --export_to; a hand edit of report.md or a run file that
+  # was not exported again would make the committed report disagree with its own records.
+  copy = tmp_path / 'evidence'
+  shutil.copytree(COMMITTED_EVIDENCE, copy)
+  report = tables.write_report(str(copy), dpi=20)
+  def body(path):
+    with open(path) as f:
+      return [line for line in f if not line.startswith('Generated ')]
+  assert body(copy / 'report.md') == body(os.path.join(COMMITTED_EVIDENCE, 'report.md'))
+
+  row = next(m for m in report['models'] if m['model'] == 'resnet20')
+  def quoted(side):
+    text = f'{100 * side["test_error_mean"]:.2f}'
+    return text + (f' ± {100 * side["test_error_std"]:.2f}%' if side['num_finished'] > 1 else '%')
+  readme = open(os.path.join(os.path.dirname(COMMITTED_EVIDENCE), '..', 'README.md')).read()
+  line = next(line for line in readme.splitlines() if line.startswith('| ResNet-20 at 1/8 of the paper'))
+  assert f'jaxresnet {quoted(row)} (seeds 0, 1)' in line
+  assert f'peer {quoted(row["peer"])}' in line
