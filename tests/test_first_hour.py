@@ -115,6 +115,28 @@ def test_an_archive_shows_unpacking_and_decoding_progress(image_folder, tmp_path
   assert lines[-1] == 'decoding test: 12/12 images'
 
 
+def test_a_progress_line_is_written_whole_so_ctrl_c_cannot_split_it(monkeypatch):
+  # print() writes the text and its newline in two writes: a Ctrl-C between them left
+  # "decoding train: 7/48 imagesstopped by SIGINT (Ctrl-C)" on one line (CI, loaded 2-core machine).
+  class Writes(io.StringIO):
+    def __init__(self):
+      super().__init__()
+      self.writes = []
+
+    def write(self, text):
+      self.writes.append(text)
+      return super().write(text)
+
+  monkeypatch.setenv('JAXRESNET_PROGRESS_EVERY_S', '0')
+  stream = Writes()
+  progress = data.Progress('decoding train', 2, stream=stream)
+  progress.update()
+  progress.update()
+  progress.close()
+  assert stream.writes == ['decoding train: 1/2 images\n', 'decoding train: 2/2 images\n',
+                           'decoding train: 2/2 images\n']
+
+
 def test_a_short_decode_prints_nothing_and_a_terminal_gets_a_tqdm_bar(image_folder, tmp_path, capsys):
   data.load_arrays('image_folder', image_folder, str(tmp_path / 'cache'))  # Well under 5 s.
   assert capsys.readouterr().err == ''

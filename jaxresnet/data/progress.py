@@ -40,11 +40,17 @@ class Progress:
     if self.bar is not None:
       self.bar.update(n)
     elif time.monotonic() - self.last >= self.every:
-      print(self._line(), file=self.stream, flush=True)
+      self._write_line()
       self.last, self.printed = time.monotonic(), True
+
+  def _write_line(self) -> None:
+    # One write, not print()'s two (text, then newline): a Ctrl-C between them would put the
+    # command's "stopped by SIGINT" line on the end of this one.
+    self.stream.write(self._line() + '\n')
+    self.stream.flush()
 
   def close(self) -> None:
     if self.bar is not None:
       self.bar.close()
     elif self.printed and (self.total is None or self.done == self.total):
-      print(self._line(), file=self.stream, flush=True)
+      self._write_line()
