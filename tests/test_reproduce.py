@@ -368,11 +368,14 @@ def test_the_committed_he2016_eighth_report_is_what_its_run_files_give_and_the_r
       return [line for line in f if not line.startswith('Generated ')]
   assert body(copy / 'report.md') == body(os.path.join(COMMITTED_EVIDENCE, 'report.md'))
 
-  row = next(m for m in report['models'] if m['model'] == 'resnet20')
   def quoted(side):
+    seeds = [run['seed'] for run in side['runs'] if run['status'] == 'finished']
     text = f'{100 * side["test_error_mean"]:.2f}'
-    return text + (f' ± {100 * side["test_error_std"]:.2f}%' if side['num_finished'] > 1 else '%')
+    text += f' ± {100 * side["test_error_std"]:.2f}%' if len(seeds) > 1 else '%'
+    return text + (f' (seeds {", ".join(map(str, seeds))})' if len(seeds) > 1 else f' (seed {seeds[0]})')
   readme = open(os.path.join(os.path.dirname(COMMITTED_EVIDENCE), '..', 'README.md')).read()
-  line = next(line for line in readme.splitlines() if line.startswith('| ResNet-20 at 1/8 of the paper'))
-  assert f'jaxresnet {quoted(row)} (seeds 0, 1)' in line
-  assert f'peer {quoted(row["peer"])}' in line
+  line = next(line for line in readme.splitlines() if line.startswith('| ResNet-20 and Plain-20 at 1/8 of the paper'))
+  compared = [m for m in report['models'] if m['num_finished'] and (m.get('peer') or {}).get('num_finished')]
+  assert [m['model'] for m in compared] == ['plain20', 'resnet20']
+  for row in compared:
+    assert f'{row["name"]}: jaxresnet {quoted(row)}, peer {quoted(row["peer"])}' in line, row['name']
