@@ -370,9 +370,10 @@ def test_the_committed_he2016_eighth_report_is_what_its_run_files_give_and_the_r
 
   def quoted(side):
     seeds = [run['seed'] for run in side['runs'] if run['status'] == 'finished']
-    text = f'{100 * side["test_error_mean"]:.2f}'
-    text += f' ± {100 * side["test_error_std"]:.2f}%' if len(seeds) > 1 else '%'
-    return text + (f' (seeds {", ".join(map(str, seeds))})' if len(seeds) > 1 else f' (seed {seeds[0]})')
+    mean = f'{100 * side["test_error_mean"]:.2f}'
+    if len(seeds) == 1:
+      return f'{mean}% (seed {seeds[0]})'
+    return f'{mean} ± {100 * side["test_error_std"]:.2f}% (seeds {", ".join(map(str, seeds))})'
   readme = open(os.path.join(os.path.dirname(COMMITTED_EVIDENCE), '..', 'README.md')).read()
   line = next(line for line in readme.splitlines() if line.startswith('| ResNet-20 and Plain-20 at 1/8 of the paper'))
   compared = [m for m in report['models'] if m['num_finished'] and (m.get('peer') or {}).get('num_finished')]
