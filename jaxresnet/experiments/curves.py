@@ -9,7 +9,7 @@ train-mode BatchNorm); test error comes from the eval steps.
 """
 import dataclasses
 import os
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -69,6 +69,18 @@ def mean_curve(curves: Sequence[Curve], label: str) -> Curve:
   train_steps, train_error = mean(lambda c: c.train_steps, lambda c: c.train_error)
   test_steps, test_error = mean(lambda c: c.test_steps, lambda c: c.test_error)
   return Curve(label, curves[0].model, train_steps, train_error, test_steps, test_error)
+
+
+def smoothed(curve: Curve, bins: int) -> Curve:
+  """The curve with its training error averaged over `bins` equal spans of its steps, each drawn at the
+  span's last logged step: the per-log-line error of a few batches is too noisy to read beside others."""
+  if len(curve.train_steps) <= bins:
+    return curve
+  span = np.minimum(bins - 1, np.ceil(curve.train_steps * bins / curve.train_steps[-1]).astype(int) - 1)
+  kept = [i for i in range(bins) if (span == i).any()]
+  steps = np.array([curve.train_steps[span == i][-1] for i in kept])
+  errors = np.array([curve.train_error[span == i].mean() for i in kept])
+  return dataclasses.replace(curve, train_steps=steps, train_error=errors)
 
 
 def find_workdirs(paths: Sequence[str]) -> List[str]:
@@ -144,12 +156,13 @@ def _has_points(curve: Curve) -> bool:
 
 
 def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Optional[float] = None,
-         title: Optional[str] = None):
+         title: Optional[str] = None, colors: Optional[Dict[str, str]] = None):
   """Draws the curves, one panel per family (plain, residual, other), to a PNG; returns the Figure.
 
   Test error is a bold line with a dot at every evaluation; training error a thin dashed line (a dot
   where a run logged it once). Runs with no points at all are left out, legend included. Each
-  panel's legend sits below it, off the data.
+  panel's legend sits below it, off the data. `colors` maps a label to its color (one depth one
+  color in both panels, as in the paper); by default each panel's lines take C0, C1, ... in order.
   """
   # Figure without pyplot: no global state and no GUI backend, so it works headless and in notebooks.
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
@@ -172,7 +185,7 @@ def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Opt
     scale, xlabel = (1e4, 'iter. (1e4)') if max_step >= 1e4 else (1.0, 'iterations')
     handles = []
     for i, curve in enumerate(group):
-      color = f'C{i % 10}'
+      color = (colors or {}).get(curve.label, f'C{i % 10}')
       ax.plot(curve.train_steps / scale, 100 * curve.train_error, '--', color=color, linewidth=0.8,
               marker='.' if len(curve.train_steps) == 1 else None, markersize=MARKER_SIZE)
       ax.plot(curve.test_steps / scale, 100 * curve.test_error, '-', color=color, linewidth=2.2,

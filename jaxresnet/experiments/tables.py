@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from jaxresnet.experiments import curves
+from jaxresnet.experiments import depth
 from jaxresnet.infra import config as config_lib
 from jaxresnet.infra import rundir
 from jaxresnet.infra.errors import DataError
@@ -267,6 +268,7 @@ def collect(workdir: str, table_name: Optional[str] = None) -> Dict[str, Any]:
       'has_peer': any(row['peer']['num_seeds'] for row in rows),
       'peer_padding': sorted({p for row in rows for p in row['peer']['padding']}),
       'models': rows,
+      'depth': depth.depth_section(rows),
   }
 
 
@@ -292,16 +294,29 @@ def _millions(value: Optional[int]) -> str:
   return '—' if value is None else f'{value / 1e6:.2f}M'
 
 
+# The figure's training error: the mean over this many equal spans of a run (100 steps each at 8,000).
+FIGURE_TRAIN_SPANS = 80
+
+
 def figure_curves(report: Dict[str, Any], peer: bool = False) -> List[curves.Curve]:
-  """Per model, the mean curves of its finished seeds (jaxresnet's, or with `peer` the peer's)."""
+  """Per model, the mean curves of its finished seeds (jaxresnet's, or with `peer` the peer's), training
+  error smoothed over FIGURE_TRAIN_SPANS spans."""
   means = []
   for row in report['models']:
     runs = row['peer']['runs'] if peer else row['runs']
     finished = [r['directory'] for r in runs if r['status'] == 'finished']
     if finished:
       label = row['name'] + (f' ({len(finished)} seeds)' if len(finished) > 1 else '')
-      means.append(curves.mean_curve([curves.load_curve(d) for d in finished], label))
+      means.append(curves.smoothed(curves.mean_curve([curves.load_curve(d) for d in finished], label),
+                                   FIGURE_TRAIN_SPANS))
   return means
+
+
+def depth_colors(these: Sequence[curves.Curve]) -> Dict[str, str]:
+  """One color per depth, the same in the plain and the ResNet panel: Plain-20 and ResNet-20 alike."""
+  depth_of = {c.label: int(re.sub(r'\D', '', c.model) or 0) for c in these}
+  depths = sorted(set(depth_of.values()))
+  return {label: f'C{depths.index(d) % 10}' for label, d in depth_of.items()}
 
 
 def _points(difference: float) -> str:
@@ -406,11 +421,13 @@ def render_markdown(report: Dict[str, Any], figure: Optional[str], peer_figure: 
   lines += ['', 'Paper: ' + ' '.join(report['paper_notes']), '']
   if peer:
     lines += peer_comparison(report)
+  lines += depth.render(report['depth'])
   if figure:
     lines += ['## Training curves (cf. Figure 6)', '',
               f'![train and test error vs iterations]({figure})', '',
-              'Thin dashed: training error (augmented batches); bold: test error. Plain nets left, ResNets '
-              'right; each line the mean over a model\'s finished seeds.', '']
+              'Thin dashed: training error (augmented batches, averaged over spans of '
+              f'1/{FIGURE_TRAIN_SPANS} of the run); bold: test error. Plain nets left, ResNets right, one color '
+              'per depth; each line the mean over a model\'s finished seeds.', '']
   if peer_figure:
     lines += [f'![the PyTorch peer: train and test error vs iterations]({peer_figure})', '',
               'The same for the PyTorch peer\'s runs, on the same axes.', '']
@@ -520,8 +537,8 @@ def write_report(workdir: str, output: Optional[str] = None, table_name: Optiona
   for file, key, these, whose in ((FIGURE_FILE, 'figure', ours, ''),
                                   (PEER_FIGURE_FILE, 'peer_figure', peers, 'PyTorch peer, ')):
     if these:
-      curves.draw(these, os.path.join(workdir, file), dpi=dpi, ymax=ymax,
-                title=f'{whose}{report["dataset"]}: training (dashed) and test (bold) error')
+      curves.draw(these, os.path.join(workdir, file), dpi=dpi, ymax=ymax, colors=depth_colors(these),
+                  title=f'{whose}{report["dataset"]}: training (dashed) and test (bold) error')
       report[key] = file
   rundir.write_json(os.path.join(workdir, REPORT_JSON), report)
   with open(os.path.join(workdir, REPORT_MD), 'w') as f:
