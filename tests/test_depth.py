@@ -107,3 +107,36 @@ def test_the_figure_gives_one_depth_one_color_in_both_panels_and_smooths_trainin
   np.testing.assert_allclose(these[0].train_error, 0.3)
   raw = curves.load_curve(tables.run_dir(str(tmp_path), 'plain20', 0))
   assert curves.smoothed(raw, 1000) is raw  # Fewer points than spans: drawn as logged.
+
+
+COMMITTED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results', 'he2016_eighth_cpu')
+README_ROW = '| Figure 6 at 1/8 of the paper\'s schedule'
+
+
+def readme_row_quotes(section, line):
+  """What the README's Figure 6 row must say: every depth row's training and test error, every claim's verdict."""
+  numbers = [(row['name'], f'{100 * row[k]["mean"]:.2f}%') for row in section['rows']
+             for k in ('train_error', 'test_error')]
+  verdicts = [f'({c["claim"]}) {c["verdict"]}' for c in section['claims']]
+  missing = [f'{name} {number}' for name, number in numbers if number not in line]
+  return missing + [verdict for verdict in verdicts if verdict not in line]
+
+
+def test_the_readme_figure6_row_quotes_the_committed_report_once_a_claim_is_decided():
+  # The committed report itself is checked against its run files in test_reproduce.py; this checks the README.
+  with open(os.path.join(COMMITTED, 'report.json')) as f:
+    section = json.load(f)['depth']
+  with open(os.path.join(COMMITTED, '..', '..', 'README.md')) as f:
+    rows = [line for line in f if line.startswith(README_ROW)]
+  if all(c['verdict'] == 'not yet' for c in section['claims']):
+    assert not rows, 'the README quotes a Figure 6 result the committed runs do not decide yet'
+  else:
+    assert len(rows) == 1 and readme_row_quotes(section, rows[0]) == []
+
+
+def test_the_readme_row_check_names_what_a_row_leaves_out():
+  section = {'rows': [{'name': 'Plain-56', 'train_error': {'mean': 0.2}, 'test_error': {'mean': 0.25}}],
+             'claims': [{'claim': 'a', 'verdict': 'supported'}]}
+  assert readme_row_quotes(section, 'Plain-56: training 20.00%, test 25.00%; (a) supported') == []
+  assert readme_row_quotes(section, 'Plain-56: training 20.10%, test 25.00%; (a) not supported') == [
+      'Plain-56 20.00%', '(a) supported']
