@@ -168,6 +168,25 @@ def test_the_he2016_eighth_run_in_progress_is_the_same_run_for_todays_reproduce(
     checkpoints.check_same_run(manager, metadata, checkpoints.config_metadata(longer), step=800)
 
 
+# runs/he2016_eighth/plain56/seed0 (issue 33, Figure 6): started at 4c9db6d by `reproduce --nopopulation
+# --steps_scale=0.125 --max_eval_examples=0 --eval_every_steps=500 --models=plain56,resnet56 --seeds=2`. It trains for
+# hours across sessions and code changes, and must resume with whatever code comes next.
+
+
+def test_the_figure6_run_in_progress_is_the_same_run_for_todays_reproduce(tmp_path):
+  from jaxresnet.experiments import reproduction  # pylint: disable=g-import-not-at-top
+  saved = read('he2016_eighth_plain56_seed0.json')
+  settings = {**HE2016_EIGHTH, 'eval_every_steps': 500, 'max_eval_examples': 0}
+  config = reproduction.run_config('plain56', 0, **settings)
+  assert config_lib.recipe_differences(saved, config) == []
+  directory = tmp_path / 'plain56' / 'seed0'
+  directory.mkdir(parents=True)
+  (directory / 'config.json').write_text(json.dumps(saved))
+  rundir.check_same_run(str(directory), config)
+  with pytest.raises(ConfigError, match="holds a run with a different config .*model: 'plain56' there"):
+    rundir.check_same_run(str(directory), reproduction.run_config('resnet56', 0, **settings))
+
+
 def test_a_config_json_of_commit_c622524_is_todays_resnet20():
   """The c622524 era (the ResNet-20 checkpoint trained on an H200): its defaults, before recipe switches,
   populations and the schema. Fields added since count as their defaults."""
