@@ -17,7 +17,7 @@ Workdir layout:
     DIR/<model>/peer_seed<k>/          the PyTorch peer's run of the same config and seed
                                        (jaxresnet.peer; `reproduce --peer`): the
                                        same files, config.json and results.json marked
-                                       "trainer": "pytorch", and peer_checkpoint.pt
+                                       "trainer": "pytorch", and peer_checkpoints/
     DIR/report.md, report.json, figure6.png, figure6_peer.png   written here
 
 Where a model has peer runs, its row also gives the peer's mean ± std test and
