@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import config as config_lib
+from jaxresnet.infra import tensorboard
 from jaxresnet.infra.errors import CheckpointError, ConfigError, DataError, WorkdirBusyError
 
 LOCK_FILE = '.lock'
@@ -353,18 +354,15 @@ def write_results(directory: str, summary: Dict[str, Any]) -> None:
 
 
 def read_metrics(directory: str) -> List[Dict[str, Any]]:
-  """The complete lines of DIRECTORY/metrics.jsonl; DataError if it has none."""
+  """The records of DIRECTORY/metrics.jsonl (tensorboard.read_metric_lines: lines that are none are skipped, with
+  one warning); DataError if it has none."""
   path = os.path.join(directory, METRICS_FILE)
   if not os.path.exists(path):
     raise DataError(f'{directory} has no {METRICS_FILE} (not a training workdir)')
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # A line cut short by a crash.
-  return records
+  try:
+    return [record for record, _ in tensorboard.read_metric_lines(path)]
+  except OSError as e:
+    raise DataError(f'cannot read {path}: {e.strerror or e}') from None
 
 
 def read_timing(directory: str) -> Dict[str, Any]:
