@@ -29,7 +29,7 @@ import socket
 import tempfile
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import config as config_lib
@@ -294,6 +294,32 @@ def write_json(path: str, value: Any) -> None:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def write_files(writers: Dict[str, Callable[[str], None]]) -> None:
+  """Writes each file `path` of `writers` by calling its writer on a temporary name beside it, then renames them
+  all: a full disk, a folder that cannot be written or a path under a file leaves none of them half written
+  (CheckpointError, naming the file). The writers may raise ValueError (e.g. an unknown image format) too."""
+  written = {}
+  try:
+    for path, write in writers.items():
+      folder = os.path.dirname(os.path.abspath(path))
+      above = folder
+      while not os.path.exists(above):
+        above = os.path.dirname(above)
+      if not os.path.isdir(above):
+        raise CheckpointError(f'cannot write {path}: {above} is a file, not a folder')
+      os.makedirs(folder, exist_ok=True)
+      tmp = written[path] = f'{path}.tmp{os.getpid()}'
+      write(tmp)
+    for path, tmp in written.items():
+      os.replace(tmp, path)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f'cannot write {path}: {getattr(e, "strerror", None) or e}') from None
+  finally:
+    for tmp in written.values():
+      if os.path.exists(tmp):
+        os.remove(tmp)
 
 
 def read_config(directory: str) -> Dict[str, Any]:
