@@ -20,7 +20,8 @@ def fingerprint(dataset: str, data_dir: str, listing=None) -> str:
 
   `listing` is list_image_folder(data_dir) for an image folder, if the caller has it.
   """
-  h = hashlib.sha256(f'{dataset}\0{os.path.abspath(data_dir) if data_dir else ""}'.encode())
+  # Paths as bytes (os.fsencode): a file name that is not UTF-8 is a lone surrogate in a str, which .encode() refuses.
+  h = hashlib.sha256(f'{dataset}\0'.encode() + (os.fsencode(os.path.abspath(data_dir)) if data_dir else b''))
   if dataset == 'image_folder' and is_archive(data_dir):
     st = os.stat(data_dir)
     h.update(f'{st.st_size}\0{st.st_mtime_ns}'.encode())
@@ -29,7 +30,7 @@ def fingerprint(dataset: str, data_dir: str, listing=None) -> str:
     for split, files in sorted(splits.items()):
       for path, label in files:
         st = stat_image(path)
-        h.update(f'{split}\0{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+        h.update(f'{split}\0'.encode() + os.fsencode(path) + f'\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
   return h.hexdigest()[:16]
 
 
