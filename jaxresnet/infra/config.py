@@ -256,7 +256,8 @@ FIELDS = (
     # The data.
     Field('dataset', 'cifar10', RECIPE, dataset_name, "A TFDS name ('cifar10', 'cifar100') or 'image_folder'."),
     Field('data_dir', '', BOOKKEEPING, text,
-          'TFDS data dir, or the image folder (or .tar.gz/.zip archive) holding train/ and test/.'),
+          'TFDS data dir, or the image folder (or its .tar.gz/.tgz/.tar/.tar.bz2/.tar.xz/.zip archive) holding '
+          'train/ and test/.'),
     Field('cache_dir', '', BOOKKEEPING, text,
           'Where decoded arrays are cached, as <dataset>-<fingerprint>.npz (the fingerprint follows the source\'s '
           "files). '' = $JAXRESNET_CACHE_DIR, else $XDG_CACHE_HOME/jaxresnet, else ~/.cache/jaxresnet."),
