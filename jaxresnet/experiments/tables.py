@@ -553,20 +553,22 @@ def write_report(workdir: str, output: Optional[str] = None, table_name: Optiona
   if output:
     if not output.endswith('.md'):
       raise DataError(f'--output={output} must name a .md file (its figure goes beside it as .png)')
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    beside = {}
+    copies, beside = {}, {}
     for key, suffix in (('figure', '.png'), ('peer_figure', '_peer.png')):
       if report[key]:
         path = output[:-len('.md')] + suffix
-        shutil.copyfile(os.path.join(workdir, report[key]), path)
+        copies[path] = lambda tmp, source=os.path.join(workdir, report[key]): shutil.copyfile(source, tmp)
         beside[key] = os.path.basename(path)
-    write_text(output, render_markdown(report, beside.get('figure'), beside.get('peer_figure')))
+    rundir.write_files({**copies, output: lambda tmp: _write_text_to(
+        tmp, render_markdown(report, beside.get('figure'), beside.get('peer_figure')))})
   return report
 
 
 def write_text(path: str, text: str) -> None:
   """`path` holds `text`, or (one line) is left as it was (rundir.write_files)."""
-  def write(tmp):
-    with open(tmp, 'w') as f:
-      f.write(text)
-  rundir.write_files({path: write})
+  rundir.write_files({path: lambda tmp: _write_text_to(tmp, text)})
+
+
+def _write_text_to(path: str, text: str) -> None:
+  with open(path, 'w') as f:
+    f.write(text)
