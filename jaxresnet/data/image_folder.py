@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from jaxresnet.data.progress import Progress
+from jaxresnet.infra import errors
 from jaxresnet.infra.errors import DataError
 
 # What Pillow reads (WebP with its libwebp, as the wheels ship it). Other files
@@ -28,8 +29,7 @@ def _class_folders(split_dir: str) -> List[str]:
     try:
       name.encode('utf-8')
     except UnicodeEncodeError:  # os.listdir gives undecodable bytes as lone surrogates.
-      shown = os.fsencode(name).decode('utf-8', 'backslashreplace')
-      raise DataError(f'class folder {shown!r} in {split_dir!r} has a name that is not valid UTF-8; rename it '
+      raise DataError(f'class folder {errors.printable(name)!r} in {split_dir!r} has a name that is not valid UTF-8; rename it '
                       '(class names are written to the run\'s records)') from None
   return names
 
