@@ -84,10 +84,11 @@ def main(argv):
   width = max(len(c) for c in class_names)
   for name, accuracy, count in zip(class_names, result['per_class_accuracy'], confusion.sum(axis=1)):
     print(f'  {name:<{width}}  ' + (f'{100 * accuracy:6.2f}%  (of {count})' if count else '    n/a  (no images)'))
-  paths = inference.write_confusion_matrix(
-      confusion, class_names, FLAGS.output_dir or FLAGS.workdir,
-      title=f'{config.model}, step {step}, {os.path.basename(os.path.normpath(FLAGS.data_dir or "test"))}\n'
-            f'accuracy {100 * result["accuracy"]:.2f}% on {len(labels)} images')
+  with exit_on_user_error():  # A read-only run dir, or an --output_dir that is a file: one line.
+    paths = inference.write_confusion_matrix(
+        confusion, class_names, FLAGS.output_dir or FLAGS.workdir,
+        title=f'{config.model}, step {step}, {os.path.basename(os.path.normpath(FLAGS.data_dir or "test"))}\n'
+              f'accuracy {100 * result["accuracy"]:.2f}% on {len(labels)} images')
   print(f'wrote {" and ".join(paths)}')
   sys.stdout.flush()
 

@@ -64,10 +64,11 @@ def main(argv):
       print(f'error: {error}', file=sys.stderr, flush=True)
       failed += 1
       continue
+    shown = errors.printable(path)  # A file name that is not UTF-8, as \xNN.
     if changed:
-      print(f'warning: {path} is {changed}; resized/converted to {image_shape[1]}x{image_shape[0]} RGB',
+      print(f'warning: {shown} is {changed}; resized/converted to {image_shape[1]}x{image_shape[0]} RGB',
             file=sys.stderr, flush=True)
-    print(f'{path}: {inference.format_top_k(probabilities, class_names, FLAGS.top_k)}', flush=True)
+    print(f'{shown}: {inference.format_top_k(probabilities, class_names, FLAGS.top_k)}', flush=True)
   if failed:
     print(f'error: {failed} of {len(files)} files could not be read', file=sys.stderr)
     sys.exit(1)

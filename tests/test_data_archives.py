@@ -135,3 +135,28 @@ def test_a_truncated_or_damaged_tar_gz_is_one_line(image_folder, tmp_path):
       data.load_arrays('image_folder', str(archive), str(tmp_path / 'cache'))
     message = str(error.value)
     assert message.startswith(f'cannot unpack {archive}: ') and '\n' not in message, message
+
+
+@pytest.mark.parametrize('extension,mode', [('.zip', None), ('.tar.xz', 'w:xz'), ('.tar.bz2', 'w:bz2')])
+def test_zip_xz_and_bz2_archives_read_as_their_folder(image_folder, tmp_path, extension, mode):
+  import shutil  # pylint: disable=g-import-not-at-top
+  archive = str(tmp_path / f'images{extension}')
+  if mode is None:
+    shutil.make_archive(archive[:-len('.zip')], 'zip', os.path.dirname(image_folder), 'images')
+  else:
+    with tarfile.open(archive, mode) as tar:
+      tar.add(image_folder, arcname='images')
+  from_archive = data.load_arrays('image_folder', archive, str(tmp_path / 'cache_a'))
+  from_folder = data.load_arrays('image_folder', image_folder, str(tmp_path / 'cache_f'))
+  for key in data.ARRAY_KEYS:
+    np.testing.assert_array_equal(from_archive[key], from_folder[key])
+
+
+def test_a_zip_member_leading_out_is_refused_in_one_line(tmp_path):
+  import zipfile  # pylint: disable=g-import-not-at-top
+  archive = str(tmp_path / 'evil.zip')
+  with zipfile.ZipFile(archive, 'w') as z:
+    z.writestr('../outside.txt', 'x')
+  with pytest.raises(DataError, match=r"member '../outside.txt' has a '\.\.' in its path"):
+    data.load_arrays('image_folder', archive, str(tmp_path / 'cache'))
+  assert not os.path.exists(tmp_path / 'outside.txt')

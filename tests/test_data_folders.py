@@ -119,3 +119,17 @@ def test_a_labelled_folder_of_broken_images_only_is_one_error_line(tmp_path):
     data.read_labelled_folder(str(tmp_path / 'mine'), ['cat', 'dog'], (32, 32, 3))
   message = str(error.value)
   assert message.startswith(f'none of the 1 images in {tmp_path / "mine"} could be read: ') and '\n' not in message
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_a_class_folder_name_is_one_line(image_folder, tmp_path):
+  cat = os.path.join(image_folder, 'train', 'cat')
+  os.rename(os.path.join(cat, '0000.jpg'), os.path.join(os.fsencode(cat), b'caf\xe9.jpg'))  # Latin-1, not UTF-8.
+  arrays = data.load_arrays('image_folder', image_folder, str(tmp_path / 'cache'))
+  assert len(arrays['train_labels']) == 48  # 16 per class: the renamed image too.
+  test = os.path.join(image_folder, 'test')
+  os.rename(os.path.join(test, 'dog'), os.path.join(os.fsencode(test), b'd\xf6g'))
+  with pytest.raises(DataError) as refused:
+    data.load_arrays('image_folder', image_folder, str(tmp_path / 'cache'))
+  message = str(refused.value)
+  assert 'not valid UTF-8' in message and "'d\\\\xf6g'" in message and '\n' not in message
+  message.encode('utf-8')  # Printable: no lone surrogates.

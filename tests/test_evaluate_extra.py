@@ -46,6 +46,19 @@ def test_evaluate_writes_the_confusion_matrix(run):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+def test_evaluate_that_cannot_write_its_confusion_matrix_prints_the_results_and_one_error_line(run, tmp_path):
+  workdir, _, summary, _ = run
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a folder')
+  for output_dir, reason in ((a_file, 'it is a file, not a folder'), (a_file / 'below', 'a_file is a file, not a folder')):
+    result = run_module('jaxresnet.evaluate', f'--workdir={workdir}', f'--output_dir={output_dir}')
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert f'accuracy {100 * summary["test_accuracy"]:.2f}%' in result.stdout  # The numbers came first.
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: cannot write') and reason in last, last
+  assert a_file.read_text() == 'not a folder'
+
+
 def test_evaluate_on_my_own_folder(run):
   workdir, folder, _, root = run
   custom = root / 'custom'  # Flat <class>/* layout, two of the three classes, odd sizes and modes.

@@ -37,6 +37,32 @@ def test_load_curve_reads_train_error_and_eval_steps(tmp_path):
   np.testing.assert_allclose(curve.test_error, [0.6, 0.4])
 
 
+def test_lines_that_are_not_utf8_or_not_objects_are_skipped_with_one_warning(tmp_path, capsys):
+  workdir = write_run(tmp_path / 'run', 'resnet20')
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'ab') as f:
+    f.write(b'{"step": 7, "train_accuracy": 0.9\xff}\n[1, 2]\n')
+  for _ in range(2):
+    curve = plot.load_curve(workdir)
+    np.testing.assert_allclose(curve.train_steps, [2, 4, 6])
+  err = capsys.readouterr().err
+  assert err.count('warning:') == 1 and 'skipped 2 line(s) that are not metric records (line 5, 6)' in err
+  result = run_module('jaxresnet.plot', f'--workdir={workdir}', f'--output={tmp_path / "figure.png"}')
+  assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr
+  assert os.path.exists(tmp_path / 'figure.png')
+
+
+def test_plot_to_an_unknown_format_or_under_a_file_is_one_error_line_and_writes_nothing(tmp_path):
+  workdir = write_run(tmp_path / 'run', 'resnet20')
+  (tmp_path / 'a_file').write_text('kept')
+  for output, message in ((tmp_path / 'c.txt', '.txt is not an image format matplotlib writes'),
+                          (tmp_path / 'a_file' / 'c.png', 'a_file is a file, not a folder')):
+    result = run_module('jaxresnet.plot', f'--workdir={workdir}', f'--output={output}')
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith('error: ') and message in line, line
+  assert sorted(os.listdir(tmp_path)) == ['a_file', 'run'] and (tmp_path / 'a_file').read_text() == 'kept'
+
+
 def test_mean_curve_averages_at_steps_every_run_logged(tmp_path):
   a = plot.load_curve(write_run(tmp_path / 'a', 'plain20', train_accuracy=(0.5, 0.7, 0.9)))
   b = plot.load_curve(write_run(tmp_path / 'b', 'plain20', steps=(2, 4), train_accuracy=(0.7, 0.9),

@@ -66,6 +66,20 @@ def test_predict_a_folder_with_a_broken_file(run):
   assert predicted[str(samples / 'cat.jpg')] == inference.format_top_k(probabilities, metadata['class_names'], 2)
 
 
+def test_file_names_that_are_not_utf8_are_printed_as_escapes_on_a_strict_terminal(run, tmp_path):
+  workdir, samples = run
+  folder = os.fsencode(str(tmp_path / 'odd'))
+  os.makedirs(folder)
+  shutil.copy(str(samples / 'cat.jpg'), os.path.join(folder, b'caf\xe9.jpg'))  # Latin-1 names, not UTF-8.
+  with open(os.path.join(folder, b'br\xf6ken.jpg'), 'wb') as f:
+    f.write(b'this is not a JPEG')
+  result = run_module('jaxresnet.predict', f'--workdir={workdir}', str(tmp_path / 'odd'),
+                      env={'PYTHONIOENCODING': 'utf-8:strict'})  # A terminal that refuses what is not UTF-8.
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+  assert lines(result.stdout, f'{tmp_path / "odd"}/caf\\xe9.jpg: ')
+  assert f'error: cannot read image {tmp_path / "odd"}/br\\xf6ken.jpg: not an image file' in result.stderr
+
+
 def test_find_images_recurses_and_keeps_named_files(run):
   _, samples = run
   found = inference.find_images([str(samples), str(samples / 'notes.txt')])

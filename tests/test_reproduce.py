@@ -287,6 +287,34 @@ def test_report_means_finished_seeds_and_shows_the_rest_as_they_are(tmp_path):
   assert os.path.exists(tmp_path / 'figure6.png')
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  from conftest import small_tmpfs  # pylint: disable=g-import-not-at-top
+  yield from small_tmpfs(tmp_path, 'disk', '64k')
+
+
+def test_export_to_a_full_disk_is_one_error_line_and_leaves_no_partial_export(tmp_path, small_disk):
+  workdir = tmp_path / 'runs'
+  fake_run(workdir, 'resnet20', 0, test_error=0.08, step=3000, num_train_steps=3000)  # A 250 KB metrics.jsonl.
+  target = os.path.join(small_disk, 'results')
+  result = run_module('jaxresnet.report', f'--workdir={workdir}', f'--export_to={target}')
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+  [line] = result.stderr.strip().splitlines()
+  assert line.startswith(f'error: cannot export to {target}: No space left on device'), line
+  assert os.listdir(small_disk) == []  # Nothing half-exported: no results.json beside an empty metrics.jsonl.
+
+
+def test_report_output_under_a_file_is_one_error_line_and_writes_nothing_there(tmp_path):
+  workdir = tmp_path / 'runs'
+  fake_run(workdir, 'resnet20', 0, test_error=0.08)
+  (tmp_path / 'a_file').write_text('kept')
+  result = run_module('jaxresnet.report', f'--workdir={workdir}', f'--output={tmp_path / "a_file" / "table.md"}')
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+  [line] = result.stderr.strip().splitlines()
+  assert line.startswith('error: cannot write') and 'a_file is a file, not a folder' in line, line
+  assert (tmp_path / 'a_file').read_text() == 'kept'
+
+
 def test_export_copies_the_finished_runs_records_and_the_report_is_the_same_from_them(tmp_path):
   workdir, target = tmp_path / 'runs', tmp_path / 'results'
   fake_run(workdir, 'resnet20', 0, test_error=0.08)

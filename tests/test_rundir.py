@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_module, tiny_config
 from jaxresnet.infra import rundir
-from jaxresnet.infra.errors import CheckpointError, ConfigError
+from jaxresnet.infra.errors import CheckpointError, ConfigError, DataError
 from jaxresnet.training import train
 
 
@@ -172,3 +172,70 @@ def test_another_runs_checkpoint_copied_into_the_workdir_is_refused_by_evaluate_
   assert predicted.returncode == 1 and expected.match(last_line(predicted)), predicted.stderr
   resumed = run_module('jaxresnet.main', *tiny_flags(folder, mixed, steps=12))  # As main always refused it.
   assert resumed.returncode == 1 and expected.match(last_line(resumed)), resumed.stderr
+
+
+# --------------------------------------------------------------------------
+# A finished run's length, and the data a run trained on.
+
+
+def test_a_finished_run_rerun_shorter_or_with_another_recipe_is_refused_and_left_byte_identical(image_folder,
+                                                                                               tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(image_folder), workdir)
+  before = snapshot(workdir)
+  with pytest.raises(ConfigError, match=r'finished at step 6; num_train_steps=3 would end it earlier'):
+    train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
+  assert snapshot(workdir) == before
+  shutil.rmtree(os.path.join(workdir, 'checkpoints'))  # Its records alone: still that run's.
+  before = snapshot(workdir)
+  with pytest.raises(ConfigError, match=r'different config \(learning_rate: 0.1 there, 0.05 now\)'):
+    train.train_and_evaluate(tiny_config(image_folder, learning_rate=0.05), workdir)
+  assert snapshot(workdir) == before
+
+
+def partial_run(image_folder, workdir):
+  """A run killed after its checkpoint at step 3: trained to 6, then its checkpoint 6 and results removed."""
+  train.train_and_evaluate(tiny_config(image_folder), workdir)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '6'))
+  os.remove(os.path.join(workdir, 'results.json'))
+
+
+def test_resuming_on_other_images_is_refused_naming_both_unless_allowed_and_then_recorded(image_folder, tmp_path):
+  from conftest import write_image_folder  # pylint: disable=g-import-not-at-top
+  other = write_image_folder(tmp_path / 'other', seed=1)  # The same file names and classes, other pixels.
+  workdir = str(tmp_path / 'run')
+  partial_run(image_folder, workdir)
+  fingerprint = json.load(open(os.path.join(workdir, 'config.json')))['data_fingerprint']
+  assert set(fingerprint) == {'train', 'test'}
+  before = snapshot(workdir)
+  with pytest.raises(DataError) as refused:
+    train.train_and_evaluate(tiny_config(other), workdir)
+  message = str(refused.value)
+  assert 'checkpoint 3' in message and fingerprint['train'] in message and image_folder in message
+  assert other in message and 'allow_data_change' in message and '\n' not in message
+  assert snapshot(workdir) == before
+
+  summary = train.train_and_evaluate(tiny_config(other, allow_data_change=True), workdir)
+  assert summary['step'] == 6
+  saved = json.load(open(os.path.join(workdir, 'config.json')))
+  assert saved['allow_data_change'] is True
+  [change] = saved['data_changes']
+  assert (change['step'], change['from'], change['from_data_dir'], change['to_data_dir']) == (
+      3, fingerprint, image_folder, other)
+  assert saved['data_fingerprint'] == change['to'] != fingerprint
+
+
+def test_a_checkpoint_and_config_json_without_a_data_fingerprint_resume_as_before(image_folder, tmp_path):
+  from conftest import write_image_folder  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  partial_run(image_folder, workdir)
+  metadata_path = os.path.join(workdir, 'checkpoints', '3', 'metadata', 'metadata')
+  metadata = json.load(open(metadata_path))
+  for key in ('data_fingerprint', 'data_dir'):  # As written before runs recorded their data.
+    del metadata[key]
+  json.dump(metadata, open(metadata_path, 'w'))
+  saved = json.load(open(os.path.join(workdir, 'config.json')))
+  del saved['data_fingerprint']
+  json.dump(saved, open(os.path.join(workdir, 'config.json'), 'w'))
+  other = write_image_folder(tmp_path / 'other', seed=1)
+  assert train.train_and_evaluate(tiny_config(other), workdir)['step'] == 6

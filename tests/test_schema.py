@@ -56,7 +56,7 @@ def test_the_lists_other_modules_use_are_read_off_the_schema():
   assert set(config_lib.BOOKKEEPING_FIELDS) == {n for n, k in kinds.items() if k == config_lib.BOOKKEEPING}
   assert set(config_lib.BOOKKEEPING_FIELDS) == {  # What a session of a run may change: nothing it trains.
       'data_dir', 'cache_dir', 'eval_batch_size', 'eval_every_steps', 'log_every_steps', 'checkpoint_every_steps',
-      'checkpoints_to_keep', 'allow_fresh_start', 'skip_nonfinite_updates'}
+      'checkpoints_to_keep', 'allow_fresh_start', 'allow_data_change', 'skip_nonfinite_updates'}
   assert checkpoints.IDENTITY_FIELDS[:len(config_lib.IDENTITY_FIELDS)] == config_lib.IDENTITY_FIELDS
   assert models.CONFIG_TO_MODEL_FIELD is config_lib.MODEL_FIELDS
   for config_field, model_field in config_lib.MODEL_FIELDS.items():

@@ -8,6 +8,9 @@ the report tests write their run files by hand and need no torch.
 """
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,13 +19,15 @@ import pytest
 
 from conftest import run_module, tiny_config
 from float32_tolerance import sum_atol
+from test_rundir import snapshot
 from jaxresnet import models
 from jaxresnet.training import optim
 from jaxresnet.experiments import curves as plot
 from jaxresnet.experiments import reproduction
 from jaxresnet.experiments import tables
+from jaxresnet.infra import config as config_lib
 from jaxresnet.infra import rundir
-from jaxresnet.infra.errors import ConfigError, DataError
+from jaxresnet.infra.errors import ConfigError, DataError, WorkdirBusyError
 
 
 # One torch thread: on a loaded 2-core machine torch's OpenMP threads slow down several-fold (benchmarks/README.md).
@@ -251,6 +256,112 @@ def test_what_the_peer_does_not_do_is_refused_before_any_work(peer, image_folder
   with pytest.raises(DataError, match='does not exist'):
     peer.train_and_evaluate(tiny_config(str(tmp_path / 'missing')), str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_every_recipe_field_off_its_default_that_the_peer_does_not_implement_is_refused_in_one_line(
+    peer, image_folder, tmp_path, monkeypatch):
+  switches = dict(cutout=8, mixup_alpha=0.2, cutmix_alpha=1.0, randaugment='2,9', label_smoothing=0.1,
+                  ema_decay=0.9, sam_rho=0.05, tta='flip', crop_padding=2, crop_padding_mode='reflect',
+                  flip='alternating')
+  with pytest.raises(ConfigError) as refused:
+    peer.train_and_evaluate(tiny_config(image_folder, cutout=8), str(tmp_path / 'run'))
+  assert 'config.cutout=8' in str(refused.value) and '\n' not in str(refused.value)
+  with pytest.raises(ConfigError) as refused:
+    peer.check_config(peer.peer_config(tiny_config(image_folder, **switches)))
+  for field, value in switches.items():
+    assert f'config.{field}={value!r}' in str(refused.value)
+  # A switch added to the schema later is refused until the peer implements it.
+  new = config_lib.Field('a_new_switch', 0, config_lib.RECIPE, config_lib.whole(0), 'Added later.')
+  monkeypatch.setattr(config_lib, 'FIELDS', config_lib.FIELDS + (new,))
+  config = peer.peer_config(tiny_config(image_folder))
+  config.a_new_switch = 0
+  peer.check_config(config)  # At its default: the peer trains what it always trained.
+  config.a_new_switch = 3
+  with pytest.raises(ConfigError, match='config.a_new_switch=3'):
+    peer.check_config(config)
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def _hold_workdir(workdir):
+  """A process that takes the workdir's lock as a run does and holds it: (process, its PID)."""
+  os.makedirs(workdir, exist_ok=True)
+  code = ('import sys, time\nfrom jaxresnet.infra import rundir\nlock = rundir.lock_workdir(sys.argv[1])\n'
+          'print("held", flush=True)\ntime.sleep(120)')
+  holder = subprocess.Popen([sys.executable, '-c', code, str(workdir)], stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == 'held'
+  return holder
+
+
+def test_a_second_peer_on_a_workdir_in_use_is_refused_naming_the_first(peer, image_folder, tmp_path):
+  workdir = tmp_path / 'run'
+  holder = _hold_workdir(workdir)
+  try:
+    with pytest.raises(WorkdirBusyError, match=f'in use by process {holder.pid}'):
+      peer.train_and_evaluate(tiny_config(image_folder), str(workdir))
+  finally:
+    holder.kill()
+    holder.wait()
+  assert sorted(os.listdir(workdir)) == ['.lock']  # Nothing of the refused run was written.
+
+
+def _flip_a_weight_byte(torch, path):
+  """Flips one bit of one weight inside a saved checkpoint's tensor data: torch.load still loads it."""
+  state = torch.load(path, weights_only=True)
+  weight = next(v for k, v in state['net'].items() if k.endswith('weight') and v.numel() > 100)
+  data = bytearray(open(path, 'rb').read())
+  at = bytes(data).find(weight.numpy().tobytes())
+  assert at > 0
+  data[at + 41] ^= 0x01  # A low mantissa bit: the weight stays finite.
+  open(path, 'wb').write(bytes(data))
+  damaged = torch.load(path, weights_only=True)
+  assert not all(torch.equal(a, b) for a, b in zip(state['net'].values(), damaged['net'].values()))
+
+
+def test_a_bit_flipped_peer_checkpoint_is_detected_and_the_previous_one_used(peer, image_folder, tmp_path, capsys):
+  import torch  # pylint: disable=g-import-not-at-top
+  straight, damaged = str(tmp_path / 'straight'), str(tmp_path / 'damaged')
+  expected = peer.train_and_evaluate(tiny_config(image_folder, num_train_steps=8), straight)
+  peer.train_and_evaluate(tiny_config(image_folder), damaged)  # Checkpoints at steps 3 and 6.
+  newest = peer.checkpoint_paths(damaged)[0]
+  assert newest.endswith('6.pt')
+  _flip_a_weight_byte(torch, newest)
+  summary = peer.train_and_evaluate(tiny_config(image_folder, num_train_steps=8), damaged)
+  out = capsys.readouterr()
+  assert 'checkpoint 6 is unreadable' in out.err and 'resumed from checkpoint at step 3' in out.out
+  assert summary == expected  # Steps 4-8 redone from the intact checkpoint of step 3.
+  assert os.listdir(os.path.join(damaged, 'unreadable_checkpoints'))  # Moved aside, never deleted.
+
+
+def test_a_peer_run_stopped_before_checkpoints_were_kept_by_step_resumes_exactly(peer, image_folder, tmp_path,
+                                                                              monkeypatch):
+  import torch  # pylint: disable=g-import-not-at-top
+  config = tiny_config(image_folder)
+  expected = peer.train_and_evaluate(config, str(tmp_path / 'straight'))
+  workdir = str(tmp_path / 'old')
+  with monkeypatch.context() as patch:
+    patch.setattr(peer, 'StopRequest', StopAtStep(4))
+    peer.train_and_evaluate(config, workdir)
+  # What the code before peer_checkpoints/ left: one peer_checkpoint.pt with the state alone, no data fingerprint.
+  path = peer.checkpoint_paths(workdir)[0]  # Step 4, where it stopped.
+  state = torch.load(path, weights_only=True)
+  torch.save({k: state[k] for k in peer.STATE_FIELDS}, os.path.join(workdir, peer.CHECKPOINT_FILE))
+  shutil.rmtree(os.path.join(workdir, peer.CHECKPOINT_DIR))
+  saved = json.load(open(os.path.join(workdir, 'config.json')))
+  del saved['data_fingerprint']
+  json.dump(saved, open(os.path.join(workdir, 'config.json'), 'w'))
+  assert peer.train_and_evaluate(config, workdir) == expected
+
+
+def test_a_finished_peer_run_rerun_shorter_or_with_another_recipe_is_refused_and_unchanged(peer, image_folder,
+                                                                                          tmp_path):
+  workdir = str(tmp_path / 'run')
+  peer.train_and_evaluate(tiny_config(image_folder), workdir)
+  before = snapshot(workdir)
+  with pytest.raises(ConfigError, match='finished at step 6'):
+    peer.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
+  with pytest.raises(ConfigError, match='different config'):
+    peer.train_and_evaluate(tiny_config(image_folder, learning_rate=0.05), workdir)
+  assert snapshot(workdir) == before
 
 
 def test_without_torch_the_peer_is_one_config_error(peer, image_folder, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ Sources:
     (tfds.py);
   * 'image_folder': `config.data_dir` holds train/<class>/*.jpg and
     test/<class>/*.jpg (TFDS ImageFolder layout), decoded with Pillow
-    (image_folder.py); it may also be a .tar.gz of such a folder (archive.py).
+    (image_folder.py); it may also be a .tar.gz, .tar.bz2, .tar.xz or .zip of such a folder (archive.py).
 
 Either way the decoded arrays go to one .npz cache (cache.py), so later runs
 start in seconds and need no TensorFlow; loader.py picks the source and goes

@@ -1,15 +1,18 @@
-"""An image folder packed as .tar.gz/.tgz/.tar: unpacked to a scratch folder once, then read.
+"""An image folder packed as .tar.gz/.tgz/.tar/.tar.bz2/.tar.xz or .zip: unpacked to a scratch folder once, then read.
 
 Unpacking is guarded on every Python the package allows: each member is
 checked before it is written (no absolute path, no '..', no link leading out,
 no device or pipe), and where tarfile has extraction filters (Python >= 3.12,
 3.11.4, 3.10.12) the 'data' filter checks again. Python 3.10.0-3.10.11 and
 3.11.0-3.11.3 have none (extractall takes no `filter` and trusts everything),
-so there the package's own checks are the guard.
+so there the package's own checks are the guard. A .zip's members get the same
+checks of their paths; zipfile writes no links or special files, and verifies
+each member's CRC as it is read.
 """
 import os
 import tarfile
 from typing import Dict, Iterator, Tuple
+import zipfile
 import zlib
 
 import numpy as np
@@ -19,7 +22,7 @@ from jaxresnet.data.image_folder import read_image_folder
 from jaxresnet.data.progress import Progress
 from jaxresnet.infra.errors import DataError
 
-ARCHIVE_EXTENSIONS = ('.tar.gz', '.tgz', '.tar')
+ARCHIVE_EXTENSIONS = ('.tar.gz', '.tgz', '.tar', '.tar.bz2', '.tbz2', '.tar.xz', '.txz', '.zip')
 
 # What a file starts with, and how tarfile opens it. tarfile's own 'r:*' tries
 # every method and, when none works, reports each one's failure on its own line.
@@ -62,6 +65,26 @@ def _within(path: str, root: str) -> bool:
   return os.path.commonpath([path, root]) == root
 
 
+def _refuse_path(archive: str, name: str) -> None:
+  """One line if an archive member's path would land outside the unpack folder: absolute, or with a '..'."""
+  if os.path.isabs(name) or name.startswith(('/', os.sep)):
+    raise DataError(f'cannot unpack {archive}: member {name!r} has an absolute path; refusing to unpack it')
+  if '..' in name.replace(os.sep, '/').split('/'):
+    raise DataError(f"cannot unpack {archive}: member {name!r} has a '..' in its path; refusing to unpack it")
+
+
+def _unpack_zip(archive: str, dest: str, progress: Progress) -> None:
+  try:
+    with zipfile.ZipFile(archive) as z:
+      for member in z.infolist():
+        _refuse_path(archive, member.filename)
+        z.extract(member, dest)
+        progress.update()
+  except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, RuntimeError,
+          NotImplementedError) as e:  # Damaged, encrypted, or an unknown compression.
+    raise DataError(f'cannot unpack {archive}: {_reason(e)}') from None
+
+
 def _checked_members(tar: tarfile.TarFile, dest: str, archive: str, progress: Progress,
                      has_filters: bool) -> Iterator[tarfile.TarInfo]:
   """The archive's members, each checked just before extractall writes it.
@@ -75,10 +98,7 @@ def _checked_members(tar: tarfile.TarFile, dest: str, archive: str, progress: Pr
     def refuse(why):
       raise DataError(f'cannot unpack {archive}: member {member.name!r} {why}; refusing to unpack it')
 
-    if os.path.isabs(member.name) or member.name.startswith(('/', os.sep)):
-      refuse('has an absolute path')
-    if '..' in member.name.replace(os.sep, '/').split('/'):
-      refuse("has a '..' in its path")
+    _refuse_path(archive, member.name)
     if not _within(os.path.realpath(os.path.join(dest, member.name)), dest):
       refuse('would be written outside the unpack folder (through a link)')
     if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
@@ -111,6 +131,12 @@ def unpack(archive: str, dest: str) -> None:
   """Unpacks `archive` into the existing folder `dest`; a bad or unsafe archive is one DataError line."""
   has_filters = hasattr(tarfile, 'data_filter')
   progress = Progress(f'unpacking {os.path.basename(archive)}', unit='files')
+  if archive.endswith('.zip'):
+    try:
+      _unpack_zip(archive, dest, progress)
+    finally:
+      progress.close()
+    return
   try:
     tar, compressed = _open(archive)
     with tar:
@@ -128,7 +154,7 @@ def unpack(archive: str, dest: str) -> None:
 
 
 def read_image_folder_archive(archive: str, cache_dir: str) -> Dict[str, np.ndarray]:
-  """Unpacks a .tar.gz of an image folder to a scratch folder (cache.scratch_dir) and reads it."""
+  """Unpacks an archive of an image folder to a scratch folder (cache.scratch_dir) and reads it."""
   with cache.scratch_dir(cache_dir) as tmp:
     unpack(archive, tmp)
     # The folder holding train/ and test/: the archive's root or one level down.

@@ -6,7 +6,7 @@ flipped there.
 """
 import dataclasses
 import json
-from typing import List
+from typing import Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,9 @@ class Dataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   class_names: List[str]
+  # What identifies the data: {'train': ..., 'test': ...}, hashes of each split as decoded (cache.split_fingerprints),
+  # before the validation split. Recorded with a run's checkpoints and config.json; None where unknown.
+  fingerprint: Optional[Dict[str, str]] = None
 
   @property
   def num_classes(self) -> int:

@@ -47,6 +47,23 @@ def content_hash(arrays: Dict[str, np.ndarray]) -> str:
   return h.hexdigest()
 
 
+def split_fingerprints(arrays: Dict[str, np.ndarray]) -> Dict[str, str]:
+  """{'train': ..., 'test': ...}: sha256 (16 hex digits) of each split's images and labels with the class names.
+
+  What identifies the data a run trains on: other images under the same file
+  names, or a folder replaced in place, change it; where the files came from does not.
+  """
+  fingerprints = {}
+  for split in ('train', 'test'):
+    h = hashlib.sha256()
+    for key in (f'{split}_images', f'{split}_labels', 'class_names'):
+      array = np.ascontiguousarray(arrays[key])
+      h.update(f'{key}\0{array.dtype.str}\0{array.shape}\0'.encode())
+      h.update(memoryview(array).cast('B'))
+    fingerprints[split] = h.hexdigest()[:16]
+  return fingerprints
+
+
 def cache_problem(arrays: Dict[str, np.ndarray], fingerprint: str,
                   expected: Optional[dict] = None) -> Optional[str]:
   """Why cached arrays must not be used (a short phrase), or None when they are sound.
@@ -187,16 +204,20 @@ def scratch_dir(cache_dir: str) -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def write_cache(path: str, arrays: Dict[str, np.ndarray], fingerprint: str, source: str = '') -> None:
+def write_cache(path: str, arrays: Dict[str, np.ndarray], fingerprint: str, source: str = '',
+                splits: Optional[Dict[str, str]] = None) -> None:
   """Writes the cache under a temporary name, then renames it: a crash never leaves a half cache.
 
   The temporary file is removed on every way out: an unwritable or full disk,
   an exception, Ctrl-C, or SIGTERM where signals.stop_on_signals() makes it raise
   (the commands call it first thing); after SIGKILL, by the next run's
-  remove_stale. `source` names what the arrays were read from (prune_old_caches).
+  remove_stale. `source` names what the arrays were read from (prune_old_caches); `splits` is their
+  split_fingerprints, kept so that a run reading the cache need not hash the arrays again.
   """
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   meta = {'format': CACHE_FORMAT, 'fingerprint': fingerprint, 'sha256': content_hash(arrays), 'source': source}
+  if splits is not None:
+    meta['splits'] = splits
   tmp = f'{path}.tmp-{owner_tag()}.npz'  # Ends in .npz, or np.savez would append it.
   try:
     np.savez(tmp, meta=np.array(json.dumps(meta)), **{k: arrays[k] for k in ARRAY_KEYS})
@@ -206,13 +227,19 @@ def write_cache(path: str, arrays: Dict[str, np.ndarray], fingerprint: str, sour
       os.remove(tmp)
 
 
+def read_meta(path: str) -> Dict:
+  """A cache file's meta record ({} if it has none or is unreadable); reads only that small record."""
+  try:
+    with np.load(path, allow_pickle=False) as cached:
+      meta = json.loads(str(cached['meta']))
+  except Exception:  # Not ours to judge here: read_cache warns about it when it is read.
+    return {}
+  return meta if isinstance(meta, dict) else {}
+
+
 def _source_of(path: str) -> Optional[str]:
   """The source a cache file says it holds; None if it does not say (written before caches did) or is unreadable."""
-  try:
-    with np.load(path, allow_pickle=False) as cached:  # Reads the small meta record only.
-      source = json.loads(str(cached['meta'])).get('source')
-  except Exception:  # Not ours to judge here: read_cache warns about it when it is read.
-    return None
+  source = read_meta(path).get('source')
   return source if isinstance(source, str) and source else None
 
 

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from jaxresnet.data.progress import Progress
+from jaxresnet.infra import errors
 from jaxresnet.infra.errors import DataError
 
 # What Pillow reads (WebP with its libwebp, as the wheels ship it). Other files
@@ -21,7 +22,16 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.
 
 
 def _class_folders(split_dir: str) -> List[str]:
-  return sorted(d for d in _listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
+  """The class folders of a split, sorted; one line if a name is not UTF-8 (the names go into the run's JSON
+  records and its printed lines). Image file names may be anything: they are only opened."""
+  names = sorted(d for d in _listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
+  for name in names:
+    try:
+      name.encode('utf-8')
+    except UnicodeEncodeError:  # os.listdir gives undecodable bytes as lone surrogates.
+      raise DataError(f'class folder {errors.printable(name)!r} in {split_dir!r} has a name that is not valid UTF-8; rename it '
+                      '(class names are written to the run\'s records)') from None
+  return names
 
 
 def _image_files(class_dir: str, skipped: collections.Counter) -> List[str]:

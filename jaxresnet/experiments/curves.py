@@ -167,6 +167,7 @@ def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Opt
   # Figure without pyplot: no global state and no GUI backend, so it works headless and in notebooks.
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
+  image_format = output_format(output)  # Before the drawing: a wrong extension is known at once.
   if not curves:
     raise DataError('no curves to plot')
   drawable = [c for c in curves if _has_points(c)]
@@ -206,9 +207,19 @@ def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Opt
     ax.grid(alpha=0.3)
   if title:
     fig.suptitle(title)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  fig.savefig(output, dpi=dpi)
+  rundir.write_files({output: lambda path: fig.savefig(path, dpi=dpi, format=image_format)})
   return fig
+
+
+def output_format(output: str) -> str:
+  """The image format an output path's extension names; one line (DataError) if matplotlib cannot write it."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  extension = os.path.splitext(output)[1].lstrip('.').lower()
+  supported = Figure().canvas.get_supported_filetypes()
+  if extension not in supported:
+    raise DataError(f'cannot draw to {output}: {"." + extension if extension else "no extension"} is not an image '
+                    f'format matplotlib writes; use one of {", ".join("." + e for e in sorted(supported))}')
+  return extension
 
 
 def default_output(paths: Sequence[str]) -> str:
@@ -219,6 +230,7 @@ def default_output(paths: Sequence[str]) -> str:
 def plot_workdirs(paths: Sequence[str], output: Optional[str] = None, dpi: int = DEFAULT_DPI,
                   ymax: Optional[float] = None):
   """One line per run found under `paths`, labelled by run_labels; draws to `output` or default_output."""
+  output_format(output or default_output(paths))  # A wrong --output is one line before any run is read.
   workdirs = find_workdirs(paths)
   curves = [load_curve(w) for w in workdirs]
   for curve, label in zip(curves, run_labels(workdirs, curves)):

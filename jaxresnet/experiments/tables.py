@@ -17,7 +17,7 @@ Workdir layout:
     DIR/<model>/peer_seed<k>/          the PyTorch peer's run of the same config and seed
                                        (jaxresnet.peer; `reproduce --peer`): the
                                        same files, config.json and results.json marked
-                                       "trainer": "pytorch", and peer_checkpoint.pt
+                                       "trainer": "pytorch", and peer_checkpoints/
     DIR/report.md, report.json, figure6.png, figure6_peer.png   written here
 
 Where a model has peer runs, its row also gives the peer's mean ± std test and
@@ -514,14 +514,39 @@ def export_records(workdir: str, target: str) -> List[str]:
       with open(kept, 'rb') as old, open(os.path.join(source, rundir.RESULTS_FILE), 'rb') as new:
         if old.read() != new.read():
           raise DataError(f'{kept} already records another finished run of it; move it away to replace it')
-  os.makedirs(target, exist_ok=True)
-  if os.path.exists(os.path.join(workdir, rundir.PLAN_FILE)):
-    shutil.copyfile(os.path.join(workdir, rundir.PLAN_FILE), os.path.join(target, rundir.PLAN_FILE))
-  for source, copy in copies:
-    os.makedirs(copy, exist_ok=True)
-    for name in RECORD_FILES:
-      if os.path.exists(os.path.join(source, name)):
-        shutil.copyfile(os.path.join(source, name), os.path.join(copy, name))
+  # Built in a temporary folder beside `target` (a copy of it, plus the runs) and renamed into place when
+  # complete: a full disk or a kill leaves `target` as it was, never half a run's records.
+  parent = os.path.dirname(os.path.abspath(target))
+  partial, previous = f'{os.path.abspath(target)}.partial{os.getpid()}', f'{os.path.abspath(target)}.old{os.getpid()}'
+  try:
+    if os.path.isdir(target):
+      shutil.copytree(target, partial)
+    else:
+      os.makedirs(partial)
+    if os.path.exists(os.path.join(workdir, rundir.PLAN_FILE)):
+      shutil.copyfile(os.path.join(workdir, rundir.PLAN_FILE), os.path.join(partial, rundir.PLAN_FILE))
+    for source, _ in copies:
+      copy = os.path.join(partial, os.path.relpath(source, workdir))
+      os.makedirs(copy, exist_ok=True)
+      for name in RECORD_FILES:
+        if os.path.exists(os.path.join(source, name)):
+          shutil.copyfile(os.path.join(source, name), os.path.join(copy, name))
+    replaced = os.path.isdir(target)
+    if replaced:
+      os.rename(target, previous)
+    try:
+      os.rename(partial, target)
+    except OSError:
+      if replaced:
+        os.rename(previous, target)
+      raise
+  except OSError as e:
+    raise DataError(f'cannot export to {target}: {e.strerror or e} (in {parent}); {target} was left as it '
+                    'was') from None
+  finally:
+    shutil.rmtree(partial, ignore_errors=True)
+    if os.path.isdir(target):  # Never the only copy of what was there.
+      shutil.rmtree(previous, ignore_errors=True)
   return [copy for _, copy in copies]
 
 
@@ -541,18 +566,26 @@ def write_report(workdir: str, output: Optional[str] = None, table_name: Optiona
                   title=f'{whose}{report["dataset"]}: training (dashed) and test (bold) error')
       report[key] = file
   rundir.write_json(os.path.join(workdir, REPORT_JSON), report)
-  with open(os.path.join(workdir, REPORT_MD), 'w') as f:
-    f.write(render_markdown(report, report['figure'], report['peer_figure']))
+  write_text(os.path.join(workdir, REPORT_MD), render_markdown(report, report['figure'], report['peer_figure']))
   if output:
     if not output.endswith('.md'):
       raise DataError(f'--output={output} must name a .md file (its figure goes beside it as .png)')
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    beside = {}
+    copies, beside = {}, {}
     for key, suffix in (('figure', '.png'), ('peer_figure', '_peer.png')):
       if report[key]:
         path = output[:-len('.md')] + suffix
-        shutil.copyfile(os.path.join(workdir, report[key]), path)
+        copies[path] = lambda tmp, source=os.path.join(workdir, report[key]): shutil.copyfile(source, tmp)
         beside[key] = os.path.basename(path)
-    with open(output, 'w') as f:
-      f.write(render_markdown(report, beside.get('figure'), beside.get('peer_figure')))
+    rundir.write_files({**copies, output: lambda tmp: _write_text_to(
+        tmp, render_markdown(report, beside.get('figure'), beside.get('peer_figure')))})
   return report
+
+
+def write_text(path: str, text: str) -> None:
+  """`path` holds `text`, or (one line) is left as it was (rundir.write_files)."""
+  rundir.write_files({path: lambda tmp: _write_text_to(tmp, text)})
+
+
+def _write_text_to(path: str, text: str) -> None:
+  with open(path, 'w') as f:
+    f.write(text)

@@ -28,6 +28,9 @@ from jaxresnet.infra.errors import DETAILS, CheckpointError
 # (the schema's), and the data's classes and image shape.
 IDENTITY_FIELDS = config_lib.IDENTITY_FIELDS + ('class_names', 'image_shape')
 UNREADABLE_DIR = 'unreadable_checkpoints'  # Beside checkpoints/: where unreadable ones are moved, never deleted.
+# The metadata's (and config.json's) fingerprint of the data a run trains on: data.Dataset.fingerprint, a hash
+# of each split's decoded images, labels and class names. Part of the run's identity (check_same_data).
+DATA_FINGERPRINT = 'data_fingerprint'
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -77,8 +80,35 @@ def config_metadata(config) -> Dict[str, Any]:
 
 def run_metadata(config, dataset) -> Dict[str, Any]:
   """What a checkpoint says about the run that wrote it."""
-  return {**config_metadata(config), 'class_names': dataset.class_names,
-          'image_shape': list(dataset.train_images.shape[1:])}
+  metadata = {**config_metadata(config), 'class_names': dataset.class_names,
+              'image_shape': list(dataset.train_images.shape[1:])}
+  if getattr(dataset, 'fingerprint', None):
+    metadata.update({DATA_FINGERPRINT: dataset.fingerprint, 'data_dir': config.data_dir})
+  return metadata
+
+
+def check_same_data(where: str, step: int, theirs: Dict[str, Any], mine: Dict[str, Any],
+                    allow_change: bool = False) -> bool:
+  """Whether checkpoint `step` in `where` (metadata `theirs`) was trained on other data than the run's now
+  (`mine`): True only with `allow_change`, after a warning line; else one line (DataError) naming both.
+
+  A checkpoint written before fingerprints were recorded resumes as before.
+  """
+  if not theirs.get(DATA_FINGERPRINT) or not mine.get(DATA_FINGERPRINT):
+    return False
+  if theirs[DATA_FINGERPRINT] == mine[DATA_FINGERPRINT]:
+    return False
+  describe = lambda m: (f"data_dir {m.get('data_dir', '?')!r}: " +
+                        ', '.join(f'{split} {m[DATA_FINGERPRINT].get(split)}' for split in ('train', 'test')))
+  if not allow_change:
+    raise errors.DataError(
+        f'checkpoint {step} in {where} was trained on other data ({describe(theirs)}) than this run has now '
+        f'({describe(mine)}); resume on the data the run started with, or rerun with '
+        '--config.allow_data_change=True to go on with this data (recorded in config.json)')
+  print(f'warning: checkpoint {step} in {where} was trained on other data ({describe(theirs)}); going on with '
+        f'{describe(mine)} as --config.allow_data_change=True asks (recorded in config.json)',
+        file=sys.stderr, flush=True)
+  return True
 
 
 # --------------------------------------------------------------------------
@@ -229,7 +259,7 @@ def restore(manager: ocp.CheckpointManager, state, step: int, fields: Optional[S
 
 def restore_newest(manager: ocp.CheckpointManager, state, metadata: Dict[str, Any],
                    fields: Optional[Sequence[str]] = None, read_only: bool = False,
-                   allow_fresh_start: bool = False):
+                   allow_fresh_start: bool = False, allow_data_change: bool = False):
   """(state, step) from the newest intact checkpoint of this run; (state, None) if the workdir has none.
 
   A checkpoint that cannot be used (truncated, corrupt, its content not
@@ -238,7 +268,8 @@ def restore_newest(manager: ocp.CheckpointManager, state, metadata: Dict[str, An
   next older one is tried: nothing is deleted. When there are checkpoints but
   none is intact, that is an error, not a silent start from step 0, unless
   `allow_fresh_start`. A checkpoint of another run (model, seed, recipe) is an
-  error, never a fallback.
+  error, never a fallback; so is one trained on other data than `metadata`'s (check_same_data), unless
+  `allow_data_change`.
   """
   unusable = []
   for step in newest_first(manager):
@@ -252,6 +283,7 @@ def restore_newest(manager: ocp.CheckpointManager, state, metadata: Dict[str, An
       unusable.append(step)
       continue
     check_same_run(manager, theirs, metadata, step)
+    check_same_data(str(manager.directory), step, theirs, metadata, allow_data_change)
     try:
       return restore(manager, state, step, fields, theirs), step
     except UnreadableCheckpoint as e:
@@ -372,23 +404,30 @@ def move_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> None:
   One line if it cannot be moved (e.g. its folder is not writable: a directory
   needs that to change its parent): training on beside it would fail later.
   """
-  source = os.path.join(str(manager.directory), str(step))
-  target_dir = unreadable_dir(manager)
-  target = os.path.join(target_dir, str(step))
+  move_path_aside(os.path.join(str(manager.directory), str(step)), unreadable_dir(manager), str(step), step,
+                  reason, manager.reload)
+
+
+def move_path_aside(source: str, target_dir: str, name: str, step: int, reason: str, moved=None) -> None:
+  """Moves unreadable checkpoint `step` (a folder or a file, `source`) to TARGET_DIR/NAME (NAME.1, ... if
+  taken), with a warning line; `moved()` is called once it is gone. One line if it cannot be moved."""
+  where = os.path.dirname(source)
+  target = os.path.join(target_dir, name)
   suffix = 0
   while os.path.exists(target):
     suffix += 1
-    target = os.path.join(target_dir, f'{step}.{suffix}')
+    target = os.path.join(target_dir, f'{name}.{suffix}')
   try:
     os.makedirs(target_dir, exist_ok=True)
     os.replace(source, target)
   except FileNotFoundError:  # Another process of a multi-process run moved it first.
     pass
   except OSError as e:
-    raise CheckpointError(f'checkpoint {step} in {manager.directory} is unreadable ({reason}) and cannot be '
+    raise CheckpointError(f'checkpoint {step} in {where} is unreadable ({reason}) and cannot be '
                           f'moved aside to {target_dir} ({e.strerror or e}); fix its permissions or move it '
                           'away, then rerun') from None
-  manager.reload()
+  if moved is not None:
+    moved()
   print(f'warning: checkpoint {step} is unreadable ({reason}); moved it to {target} and '
         'falling back to the previous one', file=sys.stderr, flush=True)
 

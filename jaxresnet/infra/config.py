@@ -256,7 +256,8 @@ FIELDS = (
     # The data.
     Field('dataset', 'cifar10', RECIPE, dataset_name, "A TFDS name ('cifar10', 'cifar100') or 'image_folder'."),
     Field('data_dir', '', BOOKKEEPING, text,
-          'TFDS data dir, or the image folder (or .tar.gz/.zip archive) holding train/ and test/.'),
+          'TFDS data dir, or the image folder (or its .tar.gz/.tgz/.tar/.tar.bz2/.tar.xz/.zip archive) holding '
+          'train/ and test/.'),
     Field('cache_dir', '', BOOKKEEPING, text,
           'Where decoded arrays are cached, as <dataset>-<fingerprint>.npz (the fingerprint follows the source\'s '
           "files). '' = $JAXRESNET_CACHE_DIR, else $XDG_CACHE_HOME/jaxresnet, else ~/.cache/jaxresnet."),
@@ -337,6 +338,10 @@ FIELDS = (
     Field('allow_fresh_start', False, BOOKKEEPING, boolean,
           'When every checkpoint in the workdir is unreadable (moved to WORKDIR/unreadable_checkpoints/): False '
           'stops the run with one line; True starts it over from step 0.'),
+    Field('allow_data_change', False, BOOKKEEPING, boolean,
+          'When a resumed checkpoint was trained on other data than data_dir holds now (its fingerprint, a hash '
+          'of the decoded splits, differs): False stops the run with one line naming both; True goes on with '
+          "this data and records the change in config.json's data_changes."),
     Field('skip_nonfinite_updates', False, BOOKKEEPING, boolean,
           'When the loss turns NaN/inf: False stops the run (the last good checkpoint stays); True drops such '
           'updates and counts them (skipped_updates in the log). Only what happens to an update that is not '

@@ -20,8 +20,17 @@ DETAILS.propagate = False
 DETAILS.addHandler(logging.NullHandler())
 
 
+def printable(text: str) -> str:
+  """`text` with the bytes of a file name that is not UTF-8 (lone surrogates in a str) written as \\xNN: a
+  terminal whose encoding is strict UTF-8 would refuse to print them (UnicodeEncodeError, a traceback)."""
+  return text.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+
+
 class JaxresnetError(Exception):
-  """Bad input from the user (config, data, workdir): reported in one line."""
+  """Bad input from the user (config, data, workdir): reported in one line, printable whatever it names."""
+
+  def __init__(self, *args):
+    super().__init__(*(printable(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(JaxresnetError):

@@ -29,10 +29,11 @@ import socket
 import tempfile
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import config as config_lib
+from jaxresnet.infra import tensorboard
 from jaxresnet.infra.errors import CheckpointError, ConfigError, DataError, WorkdirBusyError
 
 LOCK_FILE = '.lock'
@@ -147,7 +148,7 @@ def _is_main_process() -> bool:
   return jax.process_index() == 0
 
 
-def check_before_run(workdir: str, config) -> Optional[WorkdirLock]:
+def check_before_run(workdir: str, config, one_process: bool = False) -> Optional[WorkdirLock]:
   """The cheap checks of a run's workdir, before its data is loaded: each failure is one line at once.
 
   A file, an unwritable or uncreatable path, another process at work in it, an
@@ -156,6 +157,7 @@ def check_before_run(workdir: str, config) -> Optional[WorkdirLock]:
   already (returned; `open_run` takes it over). A new one is only created by
   `open_run`, once the data has loaded, so bad input leaves nothing behind.
   A population member's folder (WORKDIR/seed<k>) is refused: its population writes it.
+  `one_process`: the caller is never one of several processes (the PyTorch peer), so JAX is not asked.
   """
   check_not_member(workdir)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -164,9 +166,13 @@ def check_before_run(workdir: str, config) -> Optional[WorkdirLock]:
     check_creatable(workdir)
     return None
   check_writable(workdir)
-  lock = lock_workdir(workdir) if _is_main_process() else None
+  lock = lock_workdir(workdir) if one_process or _is_main_process() else None
   try:
     checkpoints.check_newest_matches(workdir, config)
+    check_same_run(workdir, config)  # Also where its checkpoints are gone (a finished run's results alone).
+    known_length = config_lib.known_num_train_steps(config)
+    if known_length is not None:
+      check_not_beyond(workdir, config, known_length)
   except BaseException:
     if lock is not None:
       lock.release()
@@ -174,17 +180,28 @@ def check_before_run(workdir: str, config) -> Optional[WorkdirLock]:
   return lock
 
 
-def open_run(workdir: str, config, state, metadata, lock: Optional[WorkdirLock] = None):
+def take_workdir(workdir: str, lock: Optional[WorkdirLock] = None, one_process: bool = False
+                 ) -> Optional[WorkdirLock]:
+  """Creates the workdir (one line if it cannot be written) and locks it, unless `lock` (check_before_run's)
+  already holds it; the lock, None on the processes other than 0 of a multi-process run."""
+  check_writable(workdir)
+  if lock is None and (one_process or _is_main_process()):
+    lock = lock_workdir(workdir)
+  return lock
+
+
+def open_run(workdir: str, config, state, metadata, lock: Optional[WorkdirLock] = None,
+             total_steps: Optional[int] = None):
   """(manager, state, start_step): the workdir created and locked, and the newest intact checkpoint restored.
 
   `lock` is check_before_run's. The manager holds the lock from here on:
   closing it (jobs.Checkpointer.finish) releases the workdir. start_step is
   0 for a new run; when no checkpoint is readable the run stops, unless
-  config.allow_fresh_start (checkpoints.restore_newest).
+  config.allow_fresh_start (checkpoints.restore_newest). A checkpoint beyond
+  the run's length (`total_steps`, by default config.num_train_steps) or one
+  trained on other data (checkpoints.check_same_data) stops it too.
   """
-  check_writable(workdir)
-  if lock is None and _is_main_process():
-    lock = lock_workdir(workdir)
+  lock = take_workdir(workdir, lock)
   try:
     manager = checkpoints.create_manager(workdir, config.checkpoints_to_keep, lock=lock)
   except BaseException:
@@ -193,7 +210,12 @@ def open_run(workdir: str, config, state, metadata, lock: Optional[WorkdirLock] 
     raise
   try:
     state, step = checkpoints.restore_newest(manager, state, metadata,
-                                             allow_fresh_start=config.get('allow_fresh_start', False))
+                                             allow_fresh_start=config.get('allow_fresh_start', False),
+                                             allow_data_change=config.get('allow_data_change', False))
+    total_steps = config_lib.known_num_train_steps(config) if total_steps is None else total_steps
+    check_not_beyond(workdir, config, total_steps, step)
+    if step and _is_main_process():
+      record_data_change(workdir, step, checkpoints.read_metadata(manager, step), metadata)
   except BaseException:
     manager.close()
     raise
@@ -274,6 +296,32 @@ def write_json(path: str, value: Any) -> None:
       os.remove(tmp)
 
 
+def write_files(writers: Dict[str, Callable[[str], None]]) -> None:
+  """Writes each file `path` of `writers` by calling its writer on a temporary name beside it, then renames them
+  all: a full disk, a folder that cannot be written or a path under a file leaves none of them half written
+  (CheckpointError, naming the file). The writers may raise ValueError (e.g. an unknown image format) too."""
+  written = {}
+  try:
+    for path, write in writers.items():
+      folder = os.path.dirname(os.path.abspath(path))
+      above = folder
+      while not os.path.exists(above):
+        above = os.path.dirname(above)
+      if not os.path.isdir(above):
+        raise CheckpointError(f'cannot write {path}: {above} is a file, not a folder')
+      os.makedirs(folder, exist_ok=True)
+      tmp = written[path] = f'{path}.tmp{os.getpid()}'
+      write(tmp)
+    for path, tmp in written.items():
+      os.replace(tmp, path)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f'cannot write {path}: {getattr(e, "strerror", None) or e}') from None
+  finally:
+    for tmp in written.values():
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+
 def read_config(directory: str) -> Dict[str, Any]:
   """DIRECTORY/config.json as written ({} if it has none)."""
   return read_json(os.path.join(directory, CONFIG_FILE)) or {}
@@ -289,10 +337,37 @@ def load_config(directory: str):
   return config_lib.from_saved(saved)  # Older files' fields in today's names, too.
 
 
-def write_config(directory: str, config) -> None:
-  """DIRECTORY/config.json: the resolved config (a ConfigDict), its keys sorted."""
+# config.json's record of the data: the fingerprint of the data the run trains on now, and each change of data a
+# user allowed (--config.allow_data_change), kept by every later session.
+DATA_FINGERPRINT = checkpoints.DATA_FINGERPRINT
+DATA_CHANGES = 'data_changes'
+
+
+def write_config(directory: str, config, data_fingerprint: Optional[Dict[str, str]] = None) -> None:
+  """DIRECTORY/config.json: the resolved config (a ConfigDict), its keys sorted, with the fingerprint of the
+  data it trains on (data.Dataset.fingerprint) and the data changes recorded before."""
   os.makedirs(directory, exist_ok=True)
-  write_json(os.path.join(directory, CONFIG_FILE), json.loads(config.to_json_best_effort(sort_keys=True)))
+  values = json.loads(config.to_json_best_effort(sort_keys=True))
+  changes = read_config(directory).get(DATA_CHANGES)
+  if changes:
+    values[DATA_CHANGES] = changes
+  if data_fingerprint is not None:
+    values[DATA_FINGERPRINT] = data_fingerprint
+  write_json(os.path.join(directory, CONFIG_FILE), values)
+
+
+def record_data_change(directory: str, step: int, theirs: Dict[str, Any], mine: Dict[str, Any]) -> None:
+  """Adds to config.json's data_changes that the run goes on from checkpoint `step` (metadata `theirs`) on
+  other data than it was trained on (`mine`: this session's); nothing if the data is the same or either is
+  unknown (older files). check_same_data allowed the change first."""
+  before, after = theirs.get(DATA_FINGERPRINT), mine.get(DATA_FINGERPRINT)
+  if not before or not after or before == after:
+    return
+  saved = read_config(directory)
+  saved[DATA_CHANGES] = list(saved.get(DATA_CHANGES) or []) + [
+      {'step': step, 'from': before, 'from_data_dir': theirs.get('data_dir'), 'to': after,
+       'to_data_dir': mine.get('data_dir')}]
+  write_json(os.path.join(directory, CONFIG_FILE), saved)
 
 
 def read_results(directory: str) -> Optional[Dict[str, Any]]:
@@ -305,18 +380,15 @@ def write_results(directory: str, summary: Dict[str, Any]) -> None:
 
 
 def read_metrics(directory: str) -> List[Dict[str, Any]]:
-  """The complete lines of DIRECTORY/metrics.jsonl; DataError if it has none."""
+  """The records of DIRECTORY/metrics.jsonl (tensorboard.read_metric_lines: lines that are none are skipped, with
+  one warning); DataError if it has none."""
   path = os.path.join(directory, METRICS_FILE)
   if not os.path.exists(path):
     raise DataError(f'{directory} has no {METRICS_FILE} (not a training workdir)')
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # A line cut short by a crash.
-  return records
+  try:
+    return [record for record, _ in tensorboard.read_metric_lines(path)]
+  except OSError as e:
+    raise DataError(f'cannot read {path}: {e.strerror or e}') from None
 
 
 def read_timing(directory: str) -> Dict[str, Any]:
@@ -392,6 +464,24 @@ def finished(config, workdir: str, total_steps: Optional[int] = None) -> bool:
   """
   total_steps = config_lib.known_num_train_steps(config) if total_steps is None else total_steps
   return all(is_finished(d, total_steps) for d in member_dirs(config, workdir))
+
+
+def check_not_beyond(workdir: str, config, total_steps: int, checkpoint_step: Optional[int] = None) -> None:
+  """One line (ConfigError) if the run in `workdir` went further than `total_steps`, the length asked for now:
+  finished at a later step (results.json), or holding a later checkpoint (`checkpoint_step`, its newest). Such a
+  rerun would rewrite a finished run's records as a shorter one; it is refused before any file changes.
+  Extending a run (a longer length) stays allowed."""
+  for directory in member_dirs(config, workdir):
+    results = read_results(directory)
+    step = results.get('step') if isinstance(results, dict) else None
+    if isinstance(step, int) and step > total_steps:
+      raise ConfigError(f'{directory} holds a run finished at step {step}; num_train_steps={total_steps} would '
+                        f'end it earlier and rewrite its records: rerun with num_train_steps={step} (or more, to '
+                        'extend it), or use another --workdir')
+  if checkpoint_step is not None and checkpoint_step > total_steps:
+    raise ConfigError(f'{workdir} holds a checkpoint at step {checkpoint_step}, beyond num_train_steps='
+                      f'{total_steps}: rerun with num_train_steps={checkpoint_step} (or more), or use another '
+                      '--workdir')
 
 
 def same_run_differences(saved: Dict[str, Any], config) -> List[Tuple[str, Any, Any]]:

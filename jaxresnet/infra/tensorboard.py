@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import struct
+import sys
 import time
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -108,6 +109,37 @@ def truncate_events_after(logdir: str, step: int) -> None:
       os.truncate(path, end)
 
 
+_REPORTED = set()  # (path, line numbers) already reported by read_metric_lines: each once per process.
+
+
+def read_metric_lines(path: str) -> Iterator[Tuple[Dict[str, Any], bytes]]:
+  """(record, its line as written) for each record of a metrics.jsonl: a JSON object with a whole-number step.
+
+  The one reader of the format. A line that is not one (bytes that are not
+  UTF-8, JSON that is not an object, text that is not JSON) is skipped and
+  reported in one warning line, once; a last line cut short by a crash is
+  skipped silently, as it always was.
+  """
+  with open(path, 'rb') as f:
+    lines = f.readlines()
+  skipped = []
+  for number, line in enumerate(lines, 1):
+    try:
+      record = json.loads(line.decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+      record = None
+    step = record.get('step') if isinstance(record, dict) else None
+    if isinstance(step, int) and not isinstance(step, bool):
+      yield record, line
+    elif line.endswith(b'\n'):
+      skipped.append(number)
+  if skipped and (path, tuple(skipped)) not in _REPORTED:
+    _REPORTED.add((path, tuple(skipped)))
+    shown = ', '.join(map(str, skipped[:5])) + (', ...' if len(skipped) > 5 else '')
+    print(f'warning: {path}: skipped {len(skipped)} line(s) that are not metric records (line {shown})',
+          file=sys.stderr, flush=True)
+
+
 def _plain(value: Any) -> Any:
   value = np.asarray(value)
   return value.item() if value.ndim == 0 else value.tolist()
@@ -152,22 +184,18 @@ class MetricWriter:
                               f'{e.strerror or e}') from None
     if not os.path.exists(self.path):
       return None
-    kept, dropped = [], False
-    with open(self.path) as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          dropped = True
-          continue  # A line cut short by a crash.
-        if line.endswith('\n') and record.get('step', 0) <= step:
-          kept.append((record.get('step', 0), line))
-        else:
-          dropped = True
-    if dropped:
+    try:
+      with open(self.path, 'rb') as f:
+        lines = f.readlines()
+    except OSError as e:
+      raise CheckpointError(f'cannot read {self.path}: {e.strerror or e}') from None
+    # Whole records up to `step`; a line cut short by a crash, or one that is no record, is dropped.
+    kept = [(record['step'], line) for record, line in read_metric_lines(self.path)
+            if line.endswith(b'\n') and record['step'] <= step]
+    if len(kept) < len(lines):
       tmp = self.path + '.tmp'
       try:
-        with open(tmp, 'w') as f:
+        with open(tmp, 'wb') as f:
           f.writelines(line for _, line in kept)
           f.flush()
           os.fsync(f.fileno())

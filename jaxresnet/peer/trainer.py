@@ -48,29 +48,40 @@ channels_last tensors; the host only copies the batch's indices and the
 learning rate into the graph's input tensors. On a CPU it runs eagerly (NCHW).
 The CUDA path has not been run on a GPU yet.
 
-WORKDIR holds config.json (the config plus `trainer: pytorch` and
-`peer_padding`), metrics.jsonl, tensorboard/, results.json (with `trainer`,
-`torch_version`, `peer_padding`) and peer_checkpoint.pt (the newest, written
-atomically). A WORKDIR holds one run: another config needs another WORKDIR
-(paths and intervals may change). Rerunning a finished run trains nothing; an
-unfinished one resumes from its checkpoint, on a CPU exactly.
+WORKDIR holds config.json (the config plus `trainer: pytorch`, `peer_padding`
+and the data's fingerprint), metrics.jsonl, tensorboard/, results.json (with
+`trainer`, `torch_version`, `peer_padding`) and peer_checkpoints/<step>.pt (the
+newest config.checkpoints_to_keep, each written atomically with a sha256 of
+its fields and the data's fingerprint; runs started before kept one,
+peer_checkpoint.pt, which still resumes). The workdir follows jaxresnet's rules,
+through rundir and checkpoints: one process at a time (its lock), one run per
+workdir (another config, a shorter length than a finished run's, or other data
+than its checkpoint's is refused in one line), and a checkpoint that no longer
+matches its checksums is moved aside for the previous one. Rerunning a finished
+run trains nothing; an unfinished one resumes from its checkpoint, on a CPU exactly.
+
+What the peer does not implement (IMPLEMENTED lists what it does) is refused in
+one line when set off its default, for every field of the config's schema.
 """
 import contextlib
+import json
 import math
 import os
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 import numpy as np
 
 from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet import models
+from jaxresnet.infra import checkpoints
 from jaxresnet.infra import rundir
 from jaxresnet.infra.cli import exit_on_extra_arguments, exit_on_user_error
 from jaxresnet.infra.errors import CheckpointError, ConfigError
@@ -88,7 +99,8 @@ except ImportError:  # Reported as one line by require_torch(), where the peer i
 
 TRAINER = 'pytorch'  # config.json and results.json of a peer run say `"trainer": "pytorch"`.
 DEFAULT_PADDING = 'symmetric'
-CHECKPOINT_FILE = 'peer_checkpoint.pt'
+CHECKPOINT_DIR = 'peer_checkpoints'  # <step>.pt: the newest config.checkpoints_to_keep checkpoints.
+CHECKPOINT_FILE = 'peer_checkpoint.pt'  # Where runs started before CHECKPOINT_DIR kept their only checkpoint.
 CUDA_GRAPH_WARMUP_STEPS = 3  # Eager steps before capture: cuDNN autotuning, autograd and allocator set-up.
 
 
@@ -111,19 +123,53 @@ def peer_config(config: ml_collections.ConfigDict, padding: str = DEFAULT_PADDIN
   return peer
 
 
+# The config's recipe and identity fields the peer implements: None for every value, else the values it
+# trains. Every other such field of the schema (config_lib.FIELDS) is refused when off its default, so a
+# switch added to jaxresnet is refused here until the peer implements it (unimplemented_fields).
+IMPLEMENTED = {
+    'model': None, 'shortcut': None,  # Which nets exist: build_net.
+    'dataset': None, 'num_val_examples': None, 'augment': None, 'normalization': None, 'batch_size': None,
+    'optimizer': ('sgd',), 'momentum': None, 'nesterov': None, 'learning_rate': None, 'weight_decay': None,
+    'weight_decay_type': None, 'schedule': ('step', 'cosine', 'constant'), 'lr_boundaries': None,
+    'lr_decay_factor': None, 'warmup_steps': None, 'warmup': None, 'warmup_lr': None, 'num_train_steps': None,
+    'max_eval_examples': None, 'seed': None,
+    'num_seeds': (1,),  # A population of seeds in one jaxresnet run: the peer trains one seed per run.
+    # Settings of the other optimizers: SGD reads none of them, in jaxresnet as here.
+    'adam_b1': None, 'adam_b2': None, 'rmsprop_decay': None,
+}
+# Bookkeeping fields (what to do about trouble) the peer does not implement either.
+UNIMPLEMENTED_BOOKKEEPING = ('skip_nonfinite_updates',)
+# Why a default is the only value, where the field's name does not say.
+WHY_ONLY = {'half_precision': 'the peer computes in fp32', 'num_seeds': 'one run per seed'}
+
+
+def _json(value):
+  return json.loads(json.dumps(value, default=str))  # Tuples and lists compare equal.
+
+
+def unimplemented_fields(config) -> List[str]:
+  """'config.FIELD=VALUE' for each field off the values the peer implements (IMPLEMENTED; others: the default)."""
+  found = []
+  for field in config_lib.FIELDS:
+    if field.kind == config_lib.BOOKKEEPING and field.name not in UNIMPLEMENTED_BOOKKEEPING:
+      continue
+    value = config.get(field.name, field.default)
+    supported = IMPLEMENTED.get(field.name, (field.default,)) if field.kind != config_lib.BOOKKEEPING \
+        else (field.default,)
+    if supported is not None and _json(value) not in [_json(v) for v in supported]:
+      only = ' or '.join(f'{field.name}={v!r}' for v in supported)
+      why = f', {WHY_ONLY[field.name]}' if field.name in WHY_ONLY else ''
+      found.append(f'config.{field.name}={value!r} (it trains only {only}{why})')
+  return found
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """jaxresnet's checks, then a ConfigError naming what the peer does not implement."""
+  """jaxresnet's checks, then one ConfigError naming every field the peer does not implement."""
   config_lib.validate(config)
-  unsupported = [('optimizer', config.optimizer != 'sgd', 'sgd'),
-                 ('half_precision', config.half_precision, 'False (the peer computes in fp32)'),
-                 ('skip_nonfinite_updates', config.skip_nonfinite_updates, 'False'),
-                 ('dropout', config.dropout, '0'),
-                 ('squeeze_excitation', config.squeeze_excitation, 'False')]
-  # A population of seeds in one jaxresnet run: the peer trains one seed per run.
-  unsupported.append(('num_seeds', config_lib.seeds(config).is_population, '1 (one run per seed)'))
-  for field, refused, supported in unsupported:
-    if refused:
-      raise ConfigError(f'config.{field}={config[field]!r}: the PyTorch peer trains only {field}={supported}')
+  unimplemented = unimplemented_fields(config)
+  if unimplemented:
+    raise ConfigError(f'the PyTorch peer does not implement {"; ".join(unimplemented)}: train this config with '
+                      'jaxresnet, or drop these settings')
   build_net(config, num_classes=10)  # The model and shortcut: a ConfigError if the peer has no such net.
 
 
@@ -412,47 +458,87 @@ def evaluate(net, images, labels, batch_size: int, mean, std, num_classes: int, 
 
 
 
-def save_checkpoint(path: str, step: int, net, optimizer: SGD, device) -> None:
-  """The run's state at `step`, written to a temporary file and renamed: a crash never leaves half of one."""
-  tmp = f'{path}.tmp{os.getpid()}'
+def checkpoint_paths(workdir: str) -> List[str]:
+  """The peer's checkpoint files in `workdir`, newest first: CHECKPOINT_DIR/<step>.pt, then the single
+  peer_checkpoint.pt of runs started before checkpoints were kept by step (older than any of those)."""
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
   try:
-    torch.save({'step': step, 'net': net.state_dict(), 'momentum': optimizer.buffers,
-                'rng': _rng_state(device)}, tmp)
+    steps = sorted((int(name[:-3]) for name in os.listdir(directory)
+                    if name.endswith('.pt') and name[:-3].isdigit()), reverse=True)
+  except OSError:
+    steps = []
+  legacy = os.path.join(workdir, CHECKPOINT_FILE)
+  return [os.path.join(directory, f'{step}.pt') for step in steps] + ([legacy] if os.path.exists(legacy) else [])
+
+
+def _host_copy(state):
+  """The checkpoint's tensors on the CPU: what is saved, and what its checksums are computed on."""
+  return jax.tree_util.tree_map(lambda t: t.detach().cpu() if torch.is_tensor(t) else t, state)
+
+
+def save_checkpoint(workdir: str, step: int, net, optimizer: SGD, device, metadata: Dict[str, Any],
+                    keep: int) -> None:
+  """The run's state at `step` in CHECKPOINT_DIR/<step>.pt, with the sha256 of each field (checkpoints.checksums)
+  and `metadata` (the data's fingerprint); written to a temporary file and renamed, so a crash never leaves half
+  of one. The `keep` newest are kept."""
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  path = os.path.join(directory, f'{step}.pt')
+  tmp = f'{path}.tmp{os.getpid()}'
+  state = _host_copy({'step': step, 'net': net.state_dict(), 'momentum': optimizer.buffers,
+                      'rng': _rng_state(device)})
+  try:
+    os.makedirs(directory, exist_ok=True)
+    torch.save({**state, **metadata, 'checksums': checkpoints.checksums(state)}, tmp)
     os.replace(tmp, path)
   except (OSError, RuntimeError) as e:  # Disk full, permissions (torch wraps some OSErrors).
     raise CheckpointError(f'cannot write checkpoint {step} to {path}: {str(e).splitlines()[0]}; the '
                           'previous checkpoint is intact') from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  for old in [p for p in checkpoint_paths(workdir) if os.path.dirname(p) == directory][keep:]:
+    os.remove(old)
 
 
-def restore_checkpoint(path: str, net, optimizer: SGD, device) -> int:
-  """Loads the checkpoint in `path` into the net and optimizer; its step, or 0 without one.
+STATE_FIELDS = ('step', 'net', 'momentum', 'rng')  # A checkpoint's state; the rest is its metadata.
 
-  An unreadable checkpoint is renamed to *.unreadable (nothing is deleted) and the run starts over.
+
+def restore_checkpoint(workdir: str, net, optimizer: SGD, device,
+                       allow_fresh_start: bool = False) -> Tuple[int, Dict[str, Any]]:
+  """(step, the checkpoint's saved fields) of the newest intact checkpoint, loaded into the net and optimizer;
+  (0, {}) without one.
+
+  jaxresnet's rules (checkpoints.restore_newest): a checkpoint that cannot be
+  loaded, or whose content no longer matches its checksums, is moved to
+  WORKDIR/unreadable_checkpoints/ with one warning line and the previous one
+  is tried; when there were checkpoints but none is intact the run stops,
+  unless `allow_fresh_start`.
   """
-  if not os.path.exists(path):
-    return 0
-  try:
-    state = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except  # torch raises many kinds for a damaged file.
-    os.replace(path, path + '.unreadable')
-    print(f'warning: {path} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); '
-          f'moved to {path}.unreadable, training from step 0', flush=True)
-    return 0
-  net.load_state_dict(state['net'])
-  with torch.no_grad():
-    for buffer, value in zip(optimizer.buffers, state['momentum']):
-      buffer.copy_(value)
-  _set_rng_state(state['rng'], device)
-  return int(state['step'])
-
-
-def _make_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise CheckpointError(f'cannot write to workdir {workdir}: {e.strerror or e}') from None
-  if not os.access(workdir, os.W_OK):
-    raise CheckpointError(f'cannot write to workdir {workdir}: permission denied')
+  unusable = []
+  for path in checkpoint_paths(workdir):
+    name = os.path.basename(path)
+    try:
+      state = torch.load(path, map_location='cpu', weights_only=True)
+      step = int(state['step'])
+      checkpoints.verify(step, {k: state[k] for k in STATE_FIELDS}, state)
+    except Exception as e:  # pylint: disable=broad-except  # torch raises many kinds for a damaged file.
+      step = int(name[:-3]) if name[:-3].isdigit() else name
+      reason = e.reason if isinstance(e, checkpoints.UnreadableCheckpoint) else checkpoints.short_reason(e)
+      checkpoints.move_path_aside(path, os.path.join(workdir, checkpoints.UNREADABLE_DIR), f'peer_{name}', step,
+                                  reason)
+      unusable.append(name)
+      continue
+    net.load_state_dict(state['net'])
+    with torch.no_grad():
+      for buffer, value in zip(optimizer.buffers, state['momentum']):
+        buffer.copy_(value)
+    _set_rng_state(state['rng'], device)
+    return step, state
+  if unusable and not allow_fresh_start:
+    raise CheckpointError(f'no peer checkpoint in {workdir} is intact (the unreadable ones are in '
+                          f'{os.path.join(workdir, checkpoints.UNREADABLE_DIR)}); rerun with '
+                          '--config.allow_fresh_start=True to start over from step 0')
+  return 0, {}
 
 
 class NonFiniteLossError(CheckpointError):
@@ -483,18 +569,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   require_torch()
   config = peer_config(config, config.get('peer_padding', DEFAULT_PADDING))
   check_config(config)
+  with contextlib.ExitStack() as held:
+    # jaxresnet's checks of a workdir, before the data is read: a file, another process at work in it (its
+    # lock, held from here to the end), another run's config, or a run that went further than this one.
+    lock = rundir.check_before_run(workdir, config, one_process=True)
+    if lock is not None:
+      held.callback(lock.release)
+    return _train_and_evaluate(config, workdir, lock, held)
+
+
+def _already_finished(workdir: str, total_steps: int) -> Dict[str, Any]:
+  summary = rundir.read_results(workdir)
+  print(f'{workdir} holds this peer run, finished at step {total_steps} (test error '
+        f'{100 * summary["test_error"]:.2f}%): nothing to train', flush=True)
+  return summary
+
+
+def _train_and_evaluate(config, workdir: str, lock, held: contextlib.ExitStack) -> Dict[str, Any]:
+  """train_and_evaluate once the workdir passed its checks; a lock taken here is released by `held`."""
+  known_length = config_lib.known_num_train_steps(config)
+  if known_length is not None and rundir.finished(config, workdir, known_length):
+    return _already_finished(workdir, known_length)
   dataset = data.load_dataset(config)
   durations = config_lib.steps(config, len(dataset.train_labels))  # Every duration of the config, in steps.
   total_steps, steps_per_epoch = durations.num_train_steps, durations.steps_per_epoch
   rates = learning_rates(config, steps_per_epoch, total_steps)
-
-  rundir.check_not_member(workdir)
-  rundir.check_same_run(workdir, config)  # One run per workdir: never resume another config's checkpoint.
+  rundir.check_not_beyond(workdir, config, total_steps)  # A run set in epochs: its length needed the data.
   if rundir.finished(config, workdir, total_steps):
-    summary = rundir.read_results(workdir)
-    print(f'{workdir} holds this peer run, finished at step {total_steps} (test error '
-          f'{100 * summary["test_error"]:.2f}%): nothing to train', flush=True)
-    return summary
+    return _already_finished(workdir, total_steps)
 
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   if device.type == 'cuda':
@@ -518,14 +620,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   eval_sets = {name: split for name, split in eval_sets.items() if len(split[1])}
   devices = device_description(device)
 
-  _make_workdir(workdir)
-  checkpoint_path = os.path.join(workdir, CHECKPOINT_FILE)
-  start_step = restore_checkpoint(checkpoint_path, net, optimizer, device)
+  if lock is None:  # A new workdir is created only now that the data has loaded.
+    lock = rundir.take_workdir(workdir, one_process=True)
+    held.callback(lock.release)
+  start_step, saved = restore_checkpoint(workdir, net, optimizer, device, config.allow_fresh_start)
+  rundir.check_not_beyond(workdir, config, total_steps, start_step)
+  metadata = ({checkpoints.DATA_FINGERPRINT: dataset.fingerprint, 'data_dir': config.data_dir}
+              if dataset.fingerprint else {})
+  if start_step:  # The data a run trained on is part of the run: going on with other data needs a yes.
+    checkpoints.check_same_data(workdir, start_step, saved, metadata, config.allow_data_change)
+    rundir.record_data_change(workdir, start_step, saved, metadata)
   train_step = TrainStep(net, optimizer, *on_device(dataset.train_images, dataset.train_labels), mean, std,
                          config.batch_size, config.augment, device)
   writer = MetricWriter(workdir)
   writer.truncate_after(start_step)
-  rundir.write_config(workdir, config)
+  rundir.write_config(workdir, config, dataset.fingerprint)
   print(f'{config.model} (PyTorch peer, {config.peer_padding} padding): {num_params:,} parameters, '
         f'{macs / 1e6:.1f}M multiply-adds per image; data {data.describe(dataset)}; {devices}'
         f'{", CUDA graph" if train_step.graph is not None else ""}; {total_steps} steps of batch '
@@ -588,7 +697,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
           writer.write(step, record)
           print(_log_line(step, total_steps, record), flush=True)
         if save_now:
-          save_checkpoint(checkpoint_path, step, net, optimizer, device)
+          save_checkpoint(workdir, step, net, optimizer, device, metadata, config.checkpoints_to_keep)
         if stop_now:
           stopped = stop.signal_name
           break

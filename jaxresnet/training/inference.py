@@ -194,17 +194,21 @@ def changed_images_warning(changes, image_shape) -> Optional[str]:
 
 
 def write_confusion_matrix(confusion, class_names: List[str], output_dir: str, title: str = '') -> List[str]:
-  """Writes confusion_matrix.csv (counts) and .png (row-normalized colours, counts written in)."""
+  """Writes confusion_matrix.csv (counts) and .png (row-normalized colours, counts written in), both or neither
+  (rundir.write_files: one line if they cannot be written)."""
   # A Figure without pyplot: no global state and no GUI backend, so it works headless and in notebooks.
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   confusion = np.asarray(confusion, np.int64)
-  os.makedirs(output_dir, exist_ok=True)
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise CheckpointError(f'cannot write the confusion matrix into {output_dir}: it is a file, not a folder')
   csv_path = os.path.join(output_dir, 'confusion_matrix.csv')
-  with open(csv_path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['true \\ predicted', *class_names])
-    for name, row in zip(class_names, confusion):
-      writer.writerow([name, *row.tolist()])
+
+  def write_csv(path):
+    with open(path, 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['true \\ predicted', *class_names])
+      for name, row in zip(class_names, confusion):
+        writer.writerow([name, *row.tolist()])
 
   n = len(class_names)
   rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -227,7 +231,7 @@ def write_confusion_matrix(confusion, class_names: List[str], output_dir: str, t
     ax.set_title(title, fontsize=10)
   fig.tight_layout()
   png_path = os.path.join(output_dir, 'confusion_matrix.png')
-  fig.savefig(png_path, dpi=120)
+  rundir.write_files({csv_path: write_csv, png_path: lambda path: fig.savefig(path, dpi=120, format='png')})
   return [csv_path, png_path]
 
 

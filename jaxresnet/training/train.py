@@ -293,7 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   config = config_lib.fit_to_splits(config, dataset, jax.device_count())  # eval_batch_size <= the largest split.
   metadata = checkpoints.run_metadata(config, dataset)
   # Creates and locks the workdir only now (bad data leave nothing behind); the manager holds the lock.
-  manager, state, start_step = rundir.open_run(workdir, config, state, metadata, run_lock)
+  manager, state, start_step = rundir.open_run(workdir, config, state, metadata, run_lock, total_steps)
   resumed = checkpoints.read_metadata(manager, start_step) if start_step else {}
   # One member's size (all have the same), counted once from an abstract trace of `init`.
   size = models.count_params_and_macs(model, dataset.train_images.shape[1:])
@@ -450,7 +450,7 @@ def start_console(config, workdir, size, dataset, start_step, total_steps):
     config_files.update({d: member_config(config, s) for d, s in zip(dirs, seeds(config))})
   if is_main:
     for directory, run_config in config_files.items():
-      rundir.write_config(directory, run_config)
+      rundir.write_config(directory, run_config, dataset.fingerprint)
   writers = [MetricWriter(directory, enabled=is_main) for directory in dirs]
   last_logged = [writer.truncate_after(start_step) for writer in writers][0]
   console = jobs.Console(writers, total_steps, start_step, enabled=is_main)
