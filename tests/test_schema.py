@@ -185,6 +185,10 @@ def test_the_figure6_run_in_progress_is_the_same_run_for_todays_reproduce(tmp_pa
   rundir.check_same_run(str(directory), config)
   with pytest.raises(ConfigError, match="holds a run with a different config .*model: 'plain56' there"):
     rundir.check_same_run(str(directory), reproduction.run_config('resnet56', 0, **settings))
+  # Its checkpoint at step 800 (the metadata as Orbax wrote it, checksums included) is that of the same run too.
+  metadata = read('he2016_eighth_plain56_seed0_checkpoint_metadata.json')
+  manager = types.SimpleNamespace(directory=str(directory / 'checkpoints'))
+  checkpoints.check_same_run(manager, metadata, checkpoints.config_metadata(config), step=800)
 
 
 def test_a_config_json_of_commit_c622524_is_todays_resnet20():
