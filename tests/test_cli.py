@@ -22,6 +22,22 @@ def test_help_exits_zero(command):
   assert '--workdir' in result.stdout and result.stderr == ''
 
 
+# Each command's own flags, as --help lists them ('  --<flag>: <help>'), not only under --helpfull.
+OWN_FLAGS = {'main': ['config', 'workdir', 'distributed'], 'sweep': ['config', 'workdir'],
+             'peer.trainer': ['config', 'workdir', 'padding'], 'evaluate': ['workdir', 'data_dir', 'step'],
+             'predict': ['workdir', 'top_k'], 'plot': ['workdir', 'output'], 'report': ['workdir', 'table'],
+             'reproduce': ['workdir', 'table', 'seeds', 'peer']}
+
+
+@pytest.mark.parametrize('command', sorted(OWN_FLAGS))
+def test_help_lists_the_commands_own_flags(command):
+  result = run_module(f'jaxresnet.{command}', '--help')
+  assert result.returncode == 0, result.stderr[-2000:]
+  for flag in OWN_FLAGS[command]:
+    listed = f'\n  --{flag}:' in result.stdout or f'\n  --[no]{flag}:' in result.stdout  # A bool: --[no]peer.
+    assert listed, f'--{flag} is not listed by {command} --help'
+
+
 def test_main_help_points_at_the_field_reference_and_the_zoo():
   help_text = run_module('jaxresnet.main', '--help').stdout
   assert 'jaxresnet/infra/config.py' in help_text and 'python -m jaxresnet.infra.config' in help_text

@@ -106,6 +106,9 @@ def define_run_flags(flag_values=None, sys_argv=None) -> None:
   for name, define in definitions.items():
     if name not in flag_values:
       define()
+    # Key flags of the program (absl's name for __main__ is sys.argv[0]): `--help` lists only those, and
+    # these are defined here and in ml_collections, not in the program's module.
+    flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
   flags.mark_flags_as_required(['config', 'workdir'], flag_values=flag_values)
 
 
