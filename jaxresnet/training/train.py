@@ -30,6 +30,7 @@ from jaxresnet.infra import checkpoints
 from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet.infra import devices
+from jaxresnet.infra import heartbeat
 from jaxresnet.training import evaluation
 from jaxresnet.training import fast94
 from jaxresnet.training import jobs
@@ -270,6 +271,7 @@ def build(config, dataset: data.Dataset, mesh):
   return model, state, schedule
 
 
+@heartbeat.while_running
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains (or resumes) the run a config describes in `workdir`; returns the final metrics.
 
@@ -283,16 +285,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if known_length is not None and rundir.finished(config, workdir, known_length):
     return already_finished(config, workdir, run_lock)  # Before the data: known in a second.
   mesh = devices.make_mesh(config.num_seeds)
+  heartbeat.now('loading the data')
   dataset = data.load_dataset(config)
   durations = config_lib.steps(config, len(dataset.train_labels))  # Every duration of the config, in steps.
   total_steps = durations.num_train_steps
   if rundir.finished(config, workdir, total_steps):  # A run set in epochs: its length needed the data.
     return already_finished(config, workdir, run_lock)
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  heartbeat.now('compiling and running the parameter initialization')
   model, state, schedule = build(config, dataset, mesh)
   config = config_lib.fit_to_splits(config, dataset, jax.device_count())  # eval_batch_size <= the largest split.
   metadata = checkpoints.run_metadata(config, dataset)
   # Creates and locks the workdir only now (bad data leave nothing behind); the manager holds the lock.
+  heartbeat.now('opening the workdir (and restoring its newest checkpoint)')
   manager, state, start_step = rundir.open_run(workdir, config, state, metadata, run_lock)
   resumed = checkpoints.read_metadata(manager, start_step) if start_step else {}
   # One member's size (all have the same), counted once from an abstract trace of `init`.
@@ -314,6 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   evaluator = jobs.Evaluator(eval_views(mesh, config), splits, config.num_seeds)
   step, stopped, failed = start_step, None, True
   run_clock = jobs.RunClock(resumed.get('log', {}).get('seconds'))
+  heartbeat.training(start_step, total_steps, config.batch_size)
   try:
     if start_step and record_missing(start_step, last_logged):
       # Killed between this checkpoint and its record (evaluating, say): the record is written now.
@@ -326,6 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       while step < total_steps and not stopped:
         state, metrics = train_fn(state, train_images, train_labels, epoch_order(step), frozen)
         step += 1
+        heartbeat.at_step(step, metrics)
         window.add(step, metrics)
         chrono.tick(metrics)
         # Every process must stop at the same step: of several, they decide together, at log steps.
