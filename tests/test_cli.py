@@ -1,4 +1,4 @@
-"""What every command shares (issue 15): --help exits 0, a missing flag is one line with exit 2, Ctrl-C
+"""What every command shares (issue 15): --help exits 0, a missing flag is one line with exit 1, Ctrl-C
 before training is one line, and main checks the cheap things before the slow ones."""
 import importlib.util
 import os
@@ -57,12 +57,45 @@ REQUIRED = {'main': '--config, --workdir', 'sweep': '--config, --workdir', 'eval
 
 
 @pytest.mark.parametrize('command', COMMANDS)
-def test_missing_required_flags_are_one_line_and_exit_2(command):
+def test_missing_required_flags_are_one_line_and_exit_1(command):
   result = run_module(f'jaxresnet.{command}')
   names = REQUIRED[command]
-  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.returncode == 1, result.stderr[-2000:]
   assert result.stderr.strip().splitlines() == [
       f'error: missing required flag{"s" if "," in names else ""} {names} (see --help)']
+
+
+# One user mistake per command, as a newcomer makes them: each is one `error:` line and exit status 1
+# (README, "Exit status"). {tmp} is the test's folder.
+MISTAKES = [
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', '--config.num_train_step=5'],
+     "error: unknown config field 'num_train_step'; did you mean 'num_train_steps'?"),
+    ('main', ['--config=configs/resnet99.py', '--workdir={tmp}/run'], 'error: cannot load the config file'),
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', '--config.model=resnet21'],
+     "error: unknown model 'resnet21'; did you mean 'resnet18' or 'resnet20' or 'resnet32'? (known models: "),
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', '--config.dataset=image_folder',
+              '--config.data_dir={tmp}/no_such_folder'], 'error: '),
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', 'stray'], 'error: unexpected arguments: stray'),
+    ('sweep', ['--config=configs/resnet20.py', '--workdir={tmp}/sweep', '--no_such_flag'], 'error: '),
+    ('reproduce', ['--workdir={tmp}/table', '--models=resnet21'], "error: unknown model 'resnet21'; did you mean"),
+    ('evaluate', ['--workdir={tmp}/no_such_run'], 'error: '),
+    ('predict', ['--workdir={tmp}/no_such_run'], 'error: name at least one image file or folder to classify'),
+    ('report', ['--workdir={tmp}/no_such_table'], 'error: '),
+    ('plot', ['--workdir={tmp}/no_such_run'], 'error: '),
+    ('models', ['resnet21'], "error: unknown model 'resnet21'; did you mean"),
+    ('models', ['--no_such_flag'], 'error: unrecognized arguments: --no_such_flag (see --help)'),
+    ('peer.trainer', ['--config=configs/resnet20.py', '--workdir={tmp}/peer', '--distributed'],
+     'error: the PyTorch peer trains on one device'),
+]
+
+
+@pytest.mark.parametrize('command,args,expected', MISTAKES, ids=[f'{m[0]}-{i}' for i, m in enumerate(MISTAKES)])
+def test_every_user_mistake_is_one_error_line_and_exit_status_1(command, args, expected, tmp_path):
+  result = run_module(f'jaxresnet.{command}', *[a.format(tmp=tmp_path) for a in args])
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith(expected), result.stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'run')
 
 
 def start(module, *args):
@@ -207,7 +240,7 @@ def test_outside_the_checkout_a_configs_path_or_a_name_means_the_installed_confi
     lines = result.stderr.strip().splitlines()
     assert lines[:-1] == note and lines[-1].startswith("error: unknown model 'resnet21'"), result.stderr
   missing = run_outside_the_checkout(tmp_path, '--config=configs/resnet99.py', f'--workdir={workdir}')
-  assert missing.returncode == 2
+  assert missing.returncode == 1
   assert missing.stderr.strip().splitlines() == [
       'error: cannot load the config file configs/resnet99.py: there is no such file (give a config file, or an '
       "installed config's name such as resnet32; python -m jaxresnet.models lists them)"]
