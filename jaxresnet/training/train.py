@@ -404,8 +404,11 @@ def already_finished(config, workdir: str, run_lock) -> Dict[str, Any]:
 
 
 def results_line(summary: Dict[str, Any], num_seeds: int) -> str:
-  return (f'final test error {100 * summary["test_error"]:.2f}% (accuracy {100 * summary["test_accuracy"]:.2f}%) '
-          f'at step {summary["step"]}' + (f', seed {summary["seed"]}' if num_seeds > 1 else ''))
+  # A subset (config.max_eval_examples) says so: its error is not the test set's. Older results.json lack the counts.
+  evaluated, split = summary.get('test_images'), summary.get('test_split_images')
+  subset = f' on {evaluated:,} of {split:,} test images' if evaluated and split and evaluated < split else ''
+  return (f'final test error {100 * summary["test_error"]:.2f}% (accuracy {100 * summary["test_accuracy"]:.2f}%)'
+          f'{subset} at step {summary["step"]}' + (f', seed {summary["seed"]}' if num_seeds > 1 else ''))
 
 
 def eval_views(mesh, config) -> List[tuple]:
@@ -510,6 +513,7 @@ def write_results(config, workdir, console, evaluator, state, step, size, datase
                **{f'{name}_error': 1.0 - r['accuracy'] for name, r in results.items()},
                **{f'{name}_loss': r['loss'] for name, r in results.items()},
                'test_per_class_accuracy': results['test']['per_class_accuracy'],
+               'test_images': evaluator.splits['test'].size, 'test_split_images': len(dataset.test_labels),
                'class_names': dataset.class_names}
     if seconds is not None:
       summary.update(train_seconds=round(seconds['train'], 3), compile_seconds=round(seconds['compile'], 3))
