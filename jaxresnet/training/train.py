@@ -31,6 +31,7 @@ from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet.infra import devices
 from jaxresnet.infra import heartbeat
+from jaxresnet.infra import host_memory
 from jaxresnet.training import evaluation
 from jaxresnet.training import fast94
 from jaxresnet.training import jobs
@@ -329,6 +330,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       if any(records):
         console.write(start_step, records)
     with StopRequest() as stop, run_clock:
+      # Compiled here, the loop's first call reuses it; its temporaries decide how glibc treats freed memory.
+      host_memory.fit_to_step(train_fn.lower(state, train_images, train_labels, epoch_order(step), frozen).compile())
       while step < total_steps and not stopped:
         state, metrics = train_fn(state, train_images, train_labels, epoch_order(step), frozen)
         step += 1
