@@ -29,6 +29,7 @@ from typing import Any, Iterator, Optional
 # A heartbeat after this many seconds without a line; checked every POLL_SECONDS, so the gap stays under 30 s.
 HEARTBEAT_SECONDS = 25.0
 POLL_SECONDS = 1.0
+FIRST_SECONDS = 5.0
 
 
 def process_age() -> float:
@@ -60,7 +61,9 @@ class Heartbeat:
     self.every = every if every is not None else float(os.environ.get('JAXRESNET_HEARTBEAT_S', HEARTBEAT_SECONDS))
     self.enabled = enabled
     self.lock = threading.Lock()
-    self.last_output = time.monotonic() - process_age()  # Started with nothing printed (imports are slow).
+    # The program's imports were silent too (minutes on a loaded CPU), but the first line waits FIRST_SECONDS:
+    # a run that fails or is stopped at once has nothing to say.
+    self.last_output = time.monotonic() - min(process_age(), max(0.0, self.every - FIRST_SECONDS))
     self.stage, self.stage_since = 'starting', time.monotonic()
     self.interruption: Optional[str] = None  # A save or evaluation inside the training stage (doing()).
     self.interruption_since = 0.0
