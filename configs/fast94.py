@@ -4,11 +4,12 @@
         --config.dataset=image_folder --config.data_dir=PATH/cifar10_jpeg.tar.gz
 
 airbench94_muon reports 94.01% on CIFAR-10 in 2.59 s on an A100 (its README). Not yet run on a GPU.
-Measured here (results/fast94/README.md), CIFAR-10-JPEG on 2 CPU cores with --config.batch_size=500
-(batch 2,000 ran out of 24 GB through main's allocator setting; JAXRESNET_KEEP_FREED_MEMORY=0 lifts it):
-90.12% +- 0.14 test accuracy with TTA over seeds 0-2 (89.32% without); the whole command took 30.9 minutes
-alone on an Intel Xeon, 72.6 minutes alone on an AMD EPYC. As written (batch 2,000), with
-JAXRESNET_KEEP_FREED_MEMORY=0 (9.5 GB): 90.58% with TTA, seed 0, on the Intel Xeon.
+Runs as written on a CPU: its step's 8.2 GB of temporaries make the run return freed memory to the
+system (jaxresnet/infra/host_memory.py), as JAXRESNET_KEEP_FREED_MEMORY=0 did by hand before.
+Measured here (results/fast94/README.md), CIFAR-10-JPEG on 2 CPU cores: as written (batch 2,000),
+9.5 GB at most and 90.58% with TTA, seed 0, on an Intel Xeon; at batch 500, 90.12% +- 0.14 test accuracy
+with TTA over seeds 0-2 (89.32% without), the whole command 30.9 minutes alone on an Intel Xeon and
+72.6 minutes alone on an AMD EPYC.
 
 The net (whitened_vgg), the whitening initialisation, the alternating flip and the Muon/SGD
 parameter groups are described on one page in jaxresnet/training/fast94.py.

@@ -28,7 +28,7 @@ from jaxresnet import data
 from jaxresnet.infra import cli
 from jaxresnet.infra import errors
 from jaxresnet.infra import rundir
-from jaxresnet.infra.cli import exit_on_user_error
+from jaxresnet.infra.cli import exit_on_user_error, exit_with_error
 from jaxresnet.training import inference
 
 FLAGS = flags.FLAGS
@@ -46,8 +46,7 @@ def define_flags():
 def main(argv):
   paths = argv[1:]
   if not paths:
-    print('error: name at least one image file or folder to classify', file=sys.stderr)
-    sys.exit(2)
+    exit_with_error('name at least one image file or folder to classify')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only restore.
     errors.send_library_noise_to(rundir.log_path(FLAGS.workdir))  # And logs its errors' tracebacks.
@@ -56,8 +55,7 @@ def main(argv):
   class_names, image_shape = metadata['class_names'], tuple(metadata['image_shape'])
   files = inference.find_images(paths)
   if not files:
-    print(f'error: no image files ({", ".join(data.IMAGE_EXTENSIONS)}) in {", ".join(paths)}', file=sys.stderr)
-    sys.exit(1)
+    exit_with_error(f'no image files ({", ".join(data.IMAGE_EXTENSIONS)}) in {", ".join(paths)}')
   failed = 0
   for path, probabilities, changed, error in inference.classify_files(state, files, image_shape, FLAGS.batch_size):
     if error:
@@ -70,8 +68,7 @@ def main(argv):
             file=sys.stderr, flush=True)
     print(f'{shown}: {inference.format_top_k(probabilities, class_names, FLAGS.top_k)}', flush=True)
   if failed:
-    print(f'error: {failed} of {len(files)} files could not be read', file=sys.stderr)
-    sys.exit(1)
+    exit_with_error(f'{failed} of {len(files)} files could not be read')
 
 
 if __name__ == '__main__':

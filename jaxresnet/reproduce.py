@@ -91,11 +91,10 @@ def main(argv):
   cli.exit_on_extra_arguments(argv)
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Keep JAX's and Orbax's INFO lines out of the output.
-  if FLAGS.peer:  # A missing dependency, like a missing flag: one line and exit status 2, before any work.
+  if FLAGS.peer:  # A missing dependency, like a missing flag: one line, before any work.
     missing = reproduction.peer_unavailable()
     if missing:
-      print(f'error: {missing}', file=sys.stderr, flush=True)
-      sys.exit(2)
+      cli.exit_with_error(missing)
   overrides = {field: FLAGS[field].value for field in reproduction.RECIPE_FIELDS + reproduction.BOOKKEEPING_FIELDS}
   # Training itself stops cleanly on SIGTERM; outside it (loading data, compiling) SIGTERM unwinds
   # like Ctrl-C (signals.stop_on_signals), so the session's time is recorded either way.

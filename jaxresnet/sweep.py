@@ -30,8 +30,6 @@ from jaxresnet.infra import host_memory  # pylint: disable=g-import-not-at-top,w
 # Before anything starts JAX's threads: see host_memory.
 host_memory.keep_freed_memory()
 
-import sys
-
 from absl import flags
 from absl import logging
 import jax
@@ -54,8 +52,7 @@ def parse_flags(argv):
 def main(argv):
   unexpected = [a for a in argv[1:] if not a.startswith(sweeps.PREFIX)]
   if unexpected:
-    print(f'error: unexpected arguments: {" ".join(unexpected)}', file=sys.stderr)
-    sys.exit(2)
+    cli.exit_with_error(f'unexpected arguments: {" ".join(unexpected)}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # As main: keep JAX's start-up INFO lines out.
   if FLAGS.coordinator_address or FLAGS.distributed:

@@ -1,4 +1,4 @@
-"""What every command shares (issue 15): --help exits 0, a missing flag is one line with exit 2, Ctrl-C
+"""What every command shares (issue 15): --help exits 0, a missing flag is one line with exit 1, Ctrl-C
 before training is one line, and main checks the cheap things before the slow ones."""
 import importlib.util
 import os
@@ -22,6 +22,22 @@ def test_help_exits_zero(command):
   assert '--workdir' in result.stdout and result.stderr == ''
 
 
+# Each command's own flags, as --help lists them ('  --<flag>: <help>'), not only under --helpfull.
+OWN_FLAGS = {'main': ['config', 'workdir', 'distributed'], 'sweep': ['config', 'workdir'],
+             'peer.trainer': ['config', 'workdir', 'padding'], 'evaluate': ['workdir', 'data_dir', 'step'],
+             'predict': ['workdir', 'top_k'], 'plot': ['workdir', 'output'], 'report': ['workdir', 'table'],
+             'reproduce': ['workdir', 'table', 'seeds', 'peer']}
+
+
+@pytest.mark.parametrize('command', sorted(OWN_FLAGS))
+def test_help_lists_the_commands_own_flags(command):
+  result = run_module(f'jaxresnet.{command}', '--help')
+  assert result.returncode == 0, result.stderr[-2000:]
+  for flag in OWN_FLAGS[command]:
+    listed = f'\n  --{flag}:' in result.stdout or f'\n  --[no]{flag}:' in result.stdout  # A bool: --[no]peer.
+    assert listed, f'--{flag} is not listed by {command} --help'
+
+
 def test_main_help_points_at_the_field_reference_and_the_zoo():
   help_text = run_module('jaxresnet.main', '--help').stdout
   assert 'jaxresnet/infra/config.py' in help_text and 'python -m jaxresnet.infra.config' in help_text
@@ -41,12 +57,45 @@ REQUIRED = {'main': '--config, --workdir', 'sweep': '--config, --workdir', 'eval
 
 
 @pytest.mark.parametrize('command', COMMANDS)
-def test_missing_required_flags_are_one_line_and_exit_2(command):
+def test_missing_required_flags_are_one_line_and_exit_1(command):
   result = run_module(f'jaxresnet.{command}')
   names = REQUIRED[command]
-  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.returncode == 1, result.stderr[-2000:]
   assert result.stderr.strip().splitlines() == [
       f'error: missing required flag{"s" if "," in names else ""} {names} (see --help)']
+
+
+# One user mistake per command, as a newcomer makes them: each is one `error:` line and exit status 1
+# (README, "Exit status"). {tmp} is the test's folder.
+MISTAKES = [
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', '--config.num_train_step=5'],
+     "error: unknown config field 'num_train_step'; did you mean 'num_train_steps'?"),
+    ('main', ['--config=configs/resnet99.py', '--workdir={tmp}/run'], 'error: cannot load the config file'),
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', '--config.model=resnet21'],
+     "error: unknown model 'resnet21'; did you mean 'resnet18' or 'resnet20' or 'resnet32'? (known models: "),
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', '--config.dataset=image_folder',
+              '--config.data_dir={tmp}/no_such_folder'], 'error: '),
+    ('main', ['--config=configs/resnet20.py', '--workdir={tmp}/run', 'stray'], 'error: unexpected arguments: stray'),
+    ('sweep', ['--config=configs/resnet20.py', '--workdir={tmp}/sweep', '--no_such_flag'], 'error: '),
+    ('reproduce', ['--workdir={tmp}/table', '--models=resnet21'], "error: unknown model 'resnet21'; did you mean"),
+    ('evaluate', ['--workdir={tmp}/no_such_run'], 'error: '),
+    ('predict', ['--workdir={tmp}/no_such_run'], 'error: name at least one image file or folder to classify'),
+    ('report', ['--workdir={tmp}/no_such_table'], 'error: '),
+    ('plot', ['--workdir={tmp}/no_such_run'], 'error: '),
+    ('models', ['resnet21'], "error: unknown model 'resnet21'; did you mean"),
+    ('models', ['--no_such_flag'], 'error: unrecognized arguments: --no_such_flag (see --help)'),
+    ('peer.trainer', ['--config=configs/resnet20.py', '--workdir={tmp}/peer', '--distributed'],
+     'error: the PyTorch peer trains on one device'),
+]
+
+
+@pytest.mark.parametrize('command,args,expected', MISTAKES, ids=[f'{m[0]}-{i}' for i, m in enumerate(MISTAKES)])
+def test_every_user_mistake_is_one_error_line_and_exit_status_1(command, args, expected, tmp_path):
+  result = run_module(f'jaxresnet.{command}', *[a.format(tmp=tmp_path) for a in args])
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith(expected), result.stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'run')
 
 
 def start(module, *args):
@@ -191,7 +240,7 @@ def test_outside_the_checkout_a_configs_path_or_a_name_means_the_installed_confi
     lines = result.stderr.strip().splitlines()
     assert lines[:-1] == note and lines[-1].startswith("error: unknown model 'resnet21'"), result.stderr
   missing = run_outside_the_checkout(tmp_path, '--config=configs/resnet99.py', f'--workdir={workdir}')
-  assert missing.returncode == 2
+  assert missing.returncode == 1
   assert missing.stderr.strip().splitlines() == [
       'error: cannot load the config file configs/resnet99.py: there is no such file (give a config file, or an '
       "installed config's name such as resnet32; python -m jaxresnet.models lists them)"]

@@ -190,9 +190,9 @@ def test_models_command_help_and_unknown_name():
   result = run_module('jaxresnet.models', '--help')
   assert result.returncode == 0 and 'usage: python -m jaxresnet.models' in result.stdout
   result = run_module('jaxresnet.models', 'resnet20', 'resnet7')
-  assert result.returncode == 2 and result.stdout == ''
+  assert result.returncode == 1 and result.stdout == ''
   assert result.stderr.strip().splitlines() == [
-      f"error: unknown model 'resnet7'; known models: {', '.join(models.MODELS)}"]
+      f"error: unknown model 'resnet7'; did you mean 'resnet8'? (known models: {', '.join(sorted(models.MODELS))})"]
 
 
 def test_one_trace_counts_agree_with_a_separate_init():

@@ -81,6 +81,8 @@ BADGE = ('[![Open In Colab](https://colab.research.google.com/assets/colab-badge
 
 def test_notebook_has_a_colab_badge_template_with_its_placeholder_explained():
   intro = ''.join(load_notebook()['cells'][0]['source'])
+  first_line = intro.splitlines()[0]  # What to edit, before anyone clicks the badge (issue 35).
+  assert first_line.startswith('**Edit one word before the first click: `<OWNER>` in the badge below'), first_line
   assert BADGE in intro.splitlines()
   assert 'replace `<OWNER>` with the GitHub user' in ' '.join(intro.split())
   assert os.path.basename(NOTEBOOK) in BADGE  # The link names this very file.

@@ -218,3 +218,24 @@ def test_legend_has_an_entry_only_for_runs_with_points_and_stays_out_of_the_data
   assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
   with pytest.raises(DataError, match='no points to plot'):
     plot.draw([nothing], str(tmp_path / 'none.png'), dpi=40)
+
+
+def test_a_run_too_short_for_curves_says_so_and_shows_every_logged_step(tmp_path):
+  """Issue 35: 30 steps logged at 20 and evaluated at 30 drew one dash and one dot and said nothing."""
+  short = write_run(tmp_path / 'short', 'resnet20', steps=(20,), train_accuracy=(0.2,), eval_steps=(30,),
+                    test_error=(0.9,))
+  ax = plot.draw([plot.load_curve(short)], str(tmp_path / 'short.png'), dpi=30).axes[0]
+  [note] = [t.get_text() for t in ax.texts]
+  assert note.startswith('too short for curves: 1 logged training-error step, 1 evaluation\n'), note
+  assert '--config.log_every_steps' in note
+  # A few logged steps: each one a dot on the training-error line, and still the note.
+  few = write_run(tmp_path / 'few', 'resnet20', steps=(10, 20), train_accuracy=(0.2, 0.3), eval_steps=(20,),
+                  test_error=(0.8,))
+  ax = plot.draw([plot.load_curve(few)], str(tmp_path / 'few.png'), dpi=30).axes[0]
+  (train_line,) = [l for l in ax.get_lines() if l.get_linestyle() == '--']
+  assert len(train_line.get_xdata()) == 2 and train_line.get_marker() not in ('None', '', None)
+  assert len(ax.texts) == 1
+  # A run with curves to draw gets no note.
+  ax = plot.draw([plot.load_curve(write_run(tmp_path / 'long', 'resnet20'))], str(tmp_path / 'long.png'),
+                 dpi=30).axes[0]
+  assert not ax.texts

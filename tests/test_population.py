@@ -130,7 +130,7 @@ def test_bad_num_seeds_is_one_line(image_folder, tmp_path, value, message):
 def test_num_seeds_that_is_not_an_integer_is_one_line(image_folder, tmp_path):
   result = run_module('jaxresnet.main', '--config=configs/default.py', f'--workdir={tmp_path / "run"}',
                       '--config.num_seeds=1.5')
-  assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+  assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
   assert result.stderr.startswith('error: ') and 'num_seeds' in result.stderr
   with pytest.raises(ConfigError, match='whole number'):
     from jaxresnet.infra import config as config_lib  # pylint: disable=g-import-not-at-top

@@ -346,7 +346,7 @@ def test_a_config_file_that_gives_no_config_has_its_own_message(tmp_path, name, 
   path.write_text(text)
   for override in ([], ['--config.seed=1']):  # Not "unknown config field", with or without overrides.
     result = run_module('jaxresnet.main', f'--config={path}', f'--workdir={tmp_path / "run"}', *override)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [message.format(path=path)]
 
 

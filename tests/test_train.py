@@ -113,3 +113,20 @@ def test_evaluate_cli_reports_the_checkpoint(image_folder, tmp_path):
   missing = run_module('jaxresnet.evaluate', f'--workdir={tmp_path / "nothing"}')
   assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith('error: ')
   assert 'Traceback' not in missing.stderr
+
+
+def test_the_final_line_of_a_run_evaluated_on_a_subset_says_on_how_many_images(image_folder, tmp_path, capsys):
+  """config.max_eval_examples: the error of 4 of the 12 test images is not the test set's (issue 35)."""
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(image_folder, num_train_steps=2, eval_every_steps=2, checkpoint_every_steps=2,
+                       lr_boundaries=(1,), max_eval_examples=4)
+  summary = train.train_and_evaluate(config, workdir)
+  assert (summary['test_images'], summary['test_split_images']) == (4, 12)
+  final = capsys.readouterr().out.splitlines()[-1]
+  assert final.startswith('final test error ') and final.endswith(' on 4 of 12 test images at step 2'), final
+  train.train_and_evaluate(config, workdir)  # Already finished: the same line, from results.json.
+  assert capsys.readouterr().out.splitlines()[-1] == final
+  whole = train.train_and_evaluate(tiny_config(image_folder, num_train_steps=2, eval_every_steps=2,
+                                               checkpoint_every_steps=2, lr_boundaries=(1,)), str(tmp_path / 'all'))
+  assert (whole['test_images'], whole['test_split_images']) == (12, 12)
+  assert capsys.readouterr().out.splitlines()[-1].endswith(') at step 2')

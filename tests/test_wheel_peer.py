@@ -91,7 +91,17 @@ def test_reproduce_peer_from_the_wheel_outside_the_checkout(installed, tmp_path)
 
   hidden = tmp_path / 'without_torch'
   missing = run([python, '-c', WITHOUT_TORCH, f'--workdir={hidden}', *args], cwd=tmp_path)
-  assert missing.returncode == 2, missing.stdout + missing.stderr
+  assert missing.returncode == 1, missing.stdout + missing.stderr
   assert missing.stderr.strip().splitlines() == [
       "error: the PyTorch peer needs torch: pip install 'jaxresnet[peer]' (from a checkout: pip install -e '.[peer]')"]
   assert not hidden.exists()  # Said before anything was written.
+
+
+def test_the_license_file_is_the_license_pyproject_declares():
+  """pyproject.toml declares Apache-2.0, and the wheel's sources (SOURCES) take LICENSE from the checkout."""
+  with open(os.path.join(REPO, 'pyproject.toml')) as f:
+    assert 'license = { text = "Apache-2.0" }' in f.read()
+  with open(os.path.join(REPO, 'LICENSE')) as f:
+    text = f.read()
+  assert 'Apache License' in text and 'Version 2.0, January 2004' in text
+  assert 'END OF TERMS AND CONDITIONS' in text

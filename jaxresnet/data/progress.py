@@ -4,6 +4,8 @@ import sys
 import time
 from typing import Optional
 
+from jaxresnet.infra import heartbeat
+
 # Without a terminal (logs, pipes) a plain line every PROGRESS_EVERY_S seconds;
 # $JAXRESNET_PROGRESS_EVERY_S overrides it.
 PROGRESS_EVERY_S = 5.0
@@ -48,6 +50,7 @@ class Progress:
     # command's "stopped by SIGINT" line on the end of this one.
     self.stream.write(self._line() + '\n')
     self.stream.flush()
+    heartbeat.printed()
 
   def close(self) -> None:
     if self.bar is not None:

@@ -144,6 +144,10 @@ def default_ymax(curves: Sequence[Curve]) -> float:
 FAMILIES = (('plain networks', ('plain',)), ('residual networks', ('resnet',)))
 OTHER_FAMILY = 'other networks'
 MARKER_SIZE = 4.5  # points; every evaluation is a dot, so a run evaluated once still shows.
+# A training-error line of at most this many logged steps gets a dot at each: two or three dashes show little.
+FEW_POINTS = 10
+# A panel where no run has this many points on a curve says that its runs are too short to draw curves.
+CURVE_POINTS = 3
 
 
 def family(model: str) -> str:
@@ -153,6 +157,17 @@ def family(model: str) -> str:
 
 def _has_points(curve: Curve) -> bool:
   return bool(len(curve.train_steps) or len(curve.test_steps))
+
+
+def too_short_note(group: Sequence[Curve]) -> str:
+  """The note of a panel whose runs logged too few steps for a curve ('' if some run has one), with the fix."""
+  most_train = max(len(c.train_steps) for c in group)
+  most_test = max(len(c.test_steps) for c in group)
+  if max(most_train, most_test) >= CURVE_POINTS:
+    return ''
+  return (f'too short for curves: {most_train} logged training-error step{"s" if most_train != 1 else ""}, '
+          f'{most_test} evaluation{"s" if most_test != 1 else ""}\n'
+          'a longer run, or smaller --config.log_every_steps and --config.eval_every_steps, draws them')
 
 
 def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Optional[float] = None,
@@ -188,7 +203,7 @@ def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Opt
     for i, curve in enumerate(group):
       color = (colors or {}).get(curve.label, f'C{i % 10}')
       ax.plot(curve.train_steps / scale, 100 * curve.train_error, '--', color=color, linewidth=0.8,
-              marker='.' if len(curve.train_steps) == 1 else None, markersize=MARKER_SIZE)
+              marker='.' if len(curve.train_steps) <= FEW_POINTS else None, markersize=MARKER_SIZE)
       ax.plot(curve.test_steps / scale, 100 * curve.test_error, '-', color=color, linewidth=2.2,
               marker='o', markersize=MARKER_SIZE, label=curve.label)
       handles.append(Line2D([], [], color=color, linewidth=2.2, marker='o', markersize=MARKER_SIZE,
@@ -205,6 +220,10 @@ def draw(curves: Sequence[Curve], output: str, dpi: int = DEFAULT_DPI, ymax: Opt
     ax.set_ylabel('error (%)')
     ax.set_title(name)
     ax.grid(alpha=0.3)
+    note = too_short_note(group)
+    if note:
+      ax.text(0.5, 0.55, note, transform=ax.transAxes, ha='center', va='center', fontsize='small', color='dimgray',
+              bbox=dict(facecolor='white', edgecolor='lightgray', alpha=0.9))
   if title:
     fig.suptitle(title)
   rundir.write_files({output: lambda path: fig.savefig(path, dpi=dpi, format=image_format)})

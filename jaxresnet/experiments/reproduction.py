@@ -41,8 +41,7 @@ BOOKKEEPING_FIELDS = tuple(f for f in OVERRIDABLE_FIELDS if f in config_lib.BOOK
 
 def recipe_config(model: str) -> ml_collections.ConfigDict:
   """configs/<model>.py's config, or configs/default.py's with `model` set if there is no such file."""
-  if model not in models_lib.MODELS:
-    raise ConfigError(f'unknown model {model!r}; known models: {", ".join(sorted(models_lib.MODELS))}')
+  models_lib.check_known(model)
   try:
     module = importlib.import_module(f'jaxresnet.configs.{model}')
   except ModuleNotFoundError as e:

@@ -1,10 +1,10 @@
 """What every command shares around absl's flags, and the flags of a training run (--config, --workdir, ...).
 
-`--help` exits 0, a bad or missing flag is one `error:` line with exit status
-2, bad input found later (a JaxresnetError) is one line with exit status 1, and
-an interrupt (Ctrl-C, or SIGTERM before training) is one line with exit status
-128 + the signal. A command calls `signals.stop_on_signals()` first, then
-`run_cli(main)`.
+Exit status, the same in every command: 0 for success (`--help` too); ERROR_STATUS (1) after
+one `error:` line, whatever the mistake or failure (a bad or missing flag, a config field, a model
+name, a data path, a busy or foreign workdir, a full disk); 128 + the signal for an interrupt
+(Ctrl-C, or SIGTERM before training; during training a signal saves a checkpoint and exits 0).
+A command calls `signals.stop_on_signals()` first, then `run_cli(main)`.
 
 The training commands (main, sweep, the PyTorch peer) take `define_run_flags()`:
 --config, --workdir and the multi-process flags. --config is an ml_collections
@@ -14,7 +14,6 @@ falls back to the installed one, with a line saying so. A field overridden
 twice takes the last value, tuples too.
 """
 import contextlib
-import difflib
 import importlib.util
 import os
 import re
@@ -26,27 +25,32 @@ from jaxresnet.infra import signals
 from jaxresnet.infra.errors import ConfigError, JaxresnetError
 
 CONFIG_FLAG = 'config'
+ERROR_STATUS = 1  # After an `error:` line, in every command (absl's own status for a bad flag).
 CONFIGS_PACKAGE = 'jaxresnet.configs'  # configs/*.py of a checkout, installed under this name.
+
+
+def exit_with_error(message: str) -> None:
+  """`error: <message>` on stderr and exit status ERROR_STATUS."""
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(ERROR_STATUS)
 
 
 @contextlib.contextmanager
 def exit_on_user_error():
-  """Turns a JaxresnetError into `error: <message>` and exit status 1."""
+  """Turns a JaxresnetError into `error: <message>` and exit status ERROR_STATUS."""
   try:
     yield
   except JaxresnetError as e:
     interrupt = signals.interrupt_in(e)  # E.g. "needs TensorFlow" after Ctrl-C stopped its import: the interrupt.
     if interrupt is not None:
       raise interrupt from None
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    exit_with_error(str(e))
 
 
 def exit_on_extra_arguments(argv) -> None:
-  """For commands that take only flags: stray words are one line and exit status 2."""
+  """For commands that take only flags: stray words are one `error:` line."""
   if len(argv) > 1:
-    print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
-    sys.exit(2)
+    exit_with_error(f'unexpected arguments: {" ".join(argv[1:])}')
 
 
 _HELP_FLAGS = ('help', 'helpshort', 'helpfull', 'helpxml', '?')
@@ -106,6 +110,9 @@ def define_run_flags(flag_values=None, sys_argv=None) -> None:
   for name, define in definitions.items():
     if name not in flag_values:
       define()
+    # Key flags of the program (absl's name for __main__ is sys.argv[0]): `--help` lists only those, and
+    # these are defined here and in ml_collections, not in the program's module.
+    flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
   flags.mark_flags_as_required(['config', 'workdir'], flag_values=flag_values)
 
 
@@ -283,9 +290,8 @@ def unknown_field_message(config, paths) -> str:
       if part not in node:
         if not done and part in config_lib.RETIRED_FIELDS:
           return f"unknown config field {part!r}: {config_lib.RETIRED_FIELDS[part]}"
-        close = difflib.get_close_matches(part, list(node.keys()), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ''
-        return f"unknown config field {'.'.join(done + [part])!r}{hint} (see jaxresnet/infra/config.py)"
+        return (f"unknown config field {'.'.join(done + [part])!r}{errors.did_you_mean(part, node.keys())} "
+                '(see jaxresnet/infra/config.py)')
       node, done = node[part], done + [part]
   return ''
 
@@ -329,7 +335,7 @@ def parse_flags(argv, flag_values=None):
 
 
 def parse_flags_or_exit(argv: List[str], parse: Optional[Callable] = None):
-  """absl's flag parsing (`parse_flags`, or `parse`), but `--help` exits 0 and bad input is one line with exit 2.
+  """absl's flag parsing (`parse_flags`, or `parse`), but `--help` exits 0 and bad input is one `error:` line.
 
   absl itself exits 1 after printing the help, and prints a bad flag as a
   `FATAL Flags parsing error` with exit status 1.
@@ -346,8 +352,7 @@ def parse_flags_or_exit(argv: List[str], parse: Optional[Callable] = None):
     message = flag_error_message(e)
   except ConfigError as e:
     message = str(e)
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  sys.exit(2)
+  exit_with_error(message)
 
 
 def run_cli(main: Callable, flags_parser: Optional[Callable] = None, stopped_hint: str = '') -> None:

@@ -323,8 +323,8 @@ FIELDS = (
           "The run's length: steps (64000, the paper's), or epochs ('200 epochs')."),
     # Logging, evaluation and checkpoints.
     Field('log_every_steps', 100, BOOKKEEPING, duration(zero=False),
-          'How often a line goes to metrics.jsonl; without a terminal a step line also comes every 30 s '
-          '(jobs.HEARTBEAT_SECONDS).'),
+          'How often a line goes to metrics.jsonl; between lines a heartbeat line comes at least every 30 s '
+          '(jaxresnet/infra/heartbeat.py).'),
     Field('eval_every_steps', 2000, BOOKKEEPING, duration(), 'How often to evaluate; 0 = only at the end.'),
     Field('eval_batch_size', 1000, BOOKKEEPING, whole(1, 'must be positive'),
           'Capped at the largest evaluated split (bigger would only add padding).'),

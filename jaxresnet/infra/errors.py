@@ -4,12 +4,13 @@ The noise (Orbax's logged tracebacks, asyncio's "Exception ignored in
 <coroutine>") goes to a log file instead of the terminal.
 """
 import contextlib
+import difflib
 import logging
 import os
 import sys
 import threading
 import traceback
-from typing import List
+from typing import Iterable, List
 
 from jaxresnet.infra import signals
 
@@ -47,6 +48,16 @@ class CheckpointError(JaxresnetError):
 
 class WorkdirBusyError(CheckpointError):
   """Another process holds the workdir's lock."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+  """"; did you mean 'x'?" for the known names closest to a mistyped `name` (difflib's ratio, 0.6 at
+  least), or '' if none is close. Ties are all named: 'resnet21' is as close to 'resnet20' as to 'resnet32'."""
+  scores = {k: difflib.SequenceMatcher(None, name, k).ratio() for k in known}
+  best = max((s for s in scores.values() if s >= 0.6), default=None)
+  if best is None:
+    return ''
+  return '; did you mean ' + ' or '.join(f"'{k}'" for k in sorted(k for k, s in scores.items() if s == best)) + '?'
 
 
 # --------------------------------------------------------------------------

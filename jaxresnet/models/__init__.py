@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxresnet.infra import config as config_lib
-from jaxresnet.infra.errors import ConfigError
+from jaxresnet.infra.errors import ConfigError, did_you_mean
 from jaxresnet.models import cnn
 from jaxresnet.models import resnet_stages
 from jaxresnet.models import whitened_vgg
@@ -66,10 +66,15 @@ def model_fields(name: str) -> frozenset:
   return frozenset(f.name for f in dataclasses.fields(module))
 
 
+def unknown_model_message(name: str) -> str:
+  """The line for a model name that is not one of MODELS: the closest one, and all of them."""
+  return f'unknown model {name!r}{did_you_mean(name, MODELS)} (known models: {", ".join(sorted(MODELS))})'
+
+
 def check_known(name: str) -> None:
   """One line (ConfigError) naming the known models if `name` is not one of them."""
   if name not in MODELS:
-    raise ConfigError(f'unknown model {name!r}; known models: {", ".join(sorted(MODELS))}')
+    raise ConfigError(unknown_model_message(name))
 
 
 def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:

@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional
 
 from jaxresnet import models
+from jaxresnet.infra import cli
 
 
 def configs_dir() -> Optional[str]:
@@ -67,8 +68,15 @@ def zoo_table(names: List[str]) -> List[str]:
           for row in rows]
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse, but a bad argument is one `error:` line and the exit status of every command (cli.ERROR_STATUS)."""
+
+  def error(self, message):
+    cli.exit_with_error(f'{message} (see --help)')
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog='python -m jaxresnet.models', description=__doc__.split('\n\n', 1)[0],
       epilog='Parameters include BatchNorm scale and bias; multiply-adds are per 32x32 image. Train a model '
              'with --config=CONFIG (its config column), or with default.py and --config.model=NAME.')
@@ -76,8 +84,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   unknown = [n for n in args.names if n not in models.MODELS]
   if unknown:
-    print(f'error: unknown model {unknown[0]!r}; known models: {", ".join(models.MODELS)}', file=sys.stderr)
-    return 2
+    print(f'error: {models.unknown_model_message(unknown[0])}', file=sys.stderr)
+    return cli.ERROR_STATUS
   lines = zoo_table(args.names or list(models.MODELS))
   for line in lines:
     print(line, flush=True)

@@ -83,7 +83,7 @@ from jaxresnet import data
 from jaxresnet import models
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import rundir
-from jaxresnet.infra.cli import exit_on_extra_arguments, exit_on_user_error
+from jaxresnet.infra.cli import exit_on_extra_arguments, exit_on_user_error, exit_with_error
 from jaxresnet.infra.errors import CheckpointError, ConfigError
 from jaxresnet.infra.tensorboard import MetricWriter
 from jaxresnet.infra.signals import StopRequest
@@ -738,9 +738,7 @@ def main(argv):
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   if FLAGS.distributed or FLAGS.coordinator_address:
-    print('error: the PyTorch peer trains on one device; drop --distributed/--coordinator_address',
-          file=sys.stderr)
-    sys.exit(2)
+    exit_with_error('the PyTorch peer trains on one device; drop --distributed/--coordinator_address')
   with exit_on_user_error():
     require_torch()
     summary = train_and_evaluate(peer_config(FLAGS.config, FLAGS.padding), FLAGS.workdir)

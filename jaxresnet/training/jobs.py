@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxresnet.infra import checkpoints
 from jaxresnet.infra import devices
+from jaxresnet.infra import heartbeat
 from jaxresnet.training import evaluation
 from jaxresnet.infra.errors import CheckpointError
 from jaxresnet.infra.tensorboard import MetricWriter
@@ -315,8 +316,9 @@ class Evaluator:
 
   def __call__(self, state) -> List[Dict[str, float]]:
     """Each member's record of loss, accuracy and error per view and split."""
-    per_split = {prefix + name: evaluation.evaluate_members(eval_fn, view(state), split, self.num_members)
-                 for prefix, eval_fn, view in self.views for name, split in self.splits.items()}
+    with heartbeat.doing(f'evaluating on {" and ".join(self.splits)}'):
+      per_split = {prefix + name: evaluation.evaluate_members(eval_fn, view(state), split, self.num_members)
+                   for prefix, eval_fn, view in self.views for name, split in self.splits.items()}
     self.results = [{name: per_split[name][k] for name in per_split} for k in range(self.num_members)]
     records = []
     for member in self.results:
@@ -347,16 +349,11 @@ def population_line_record(records: List[Dict[str, Any]]) -> Dict[str, Any]:
           for key in records[0]}
 
 
-# Without a terminal (no progress bar), a line at least this often whatever log_every_steps is: a CPU
-# run logging every 100 steps would otherwise be silent for minutes. metrics.jsonl is not affected.
-HEARTBEAT_SECONDS = 30.0
-
-
 class Console:
   """Where a step's records go: each member's metrics.jsonl + TensorBoard, and one line (tqdm's bar on a terminal).
 
-  A population's line shows the mean over its members. Without a terminal, a
-  heartbeat line (step and steps/s) fills gaps longer than HEARTBEAT_SECONDS.
+  A population's line shows the mean over its members. Silences between lines
+  (a step or a compilation that takes minutes) get jaxresnet.infra.heartbeat's lines.
   """
 
   def __init__(self, writers: List[MetricWriter], total_steps: int, start_step: int, enabled: bool):
@@ -365,28 +362,17 @@ class Console:
     if enabled and sys.stderr.isatty():
       import tqdm  # pylint: disable=g-import-not-at-top
       self.progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True)
-    self._last_time, self._last_step = time.perf_counter(), start_step
 
   def print(self, line: str) -> None:
     if self.progress is not None:
       self.progress.write(line)
     elif self.enabled:
       print(line, flush=True)
-    self._last_time = time.perf_counter()
-
-  def heartbeat(self, step: int) -> None:
-    now = time.perf_counter()
-    if self.progress is None and self.enabled and now - self._last_time >= HEARTBEAT_SECONDS:
-      rate = (step - self._last_step) / (now - self._last_time)
-      self.print(f'step {step}/{self.total_steps}  {rate:.2f} steps/s (metrics at the next log step)')
-      self._last_step = step
+    heartbeat.printed()
 
   def write(self, step: int, records: List[Dict[str, Any]]) -> None:
     """One record per member (all empty: nothing is due)."""
-    if not any(records):
-      self.heartbeat(step)
-    else:
-      self._last_step = step
+    if any(records):
       for writer, record in zip(self.writers, records):
         writer.write(step, record)
       if len(records) == 1:

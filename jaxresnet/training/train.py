@@ -30,6 +30,8 @@ from jaxresnet.infra import checkpoints
 from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet.infra import devices
+from jaxresnet.infra import heartbeat
+from jaxresnet.infra import host_memory
 from jaxresnet.training import evaluation
 from jaxresnet.training import fast94
 from jaxresnet.training import jobs
@@ -270,6 +272,7 @@ def build(config, dataset: data.Dataset, mesh):
   return model, state, schedule
 
 
+@heartbeat.while_running
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains (or resumes) the run a config describes in `workdir`; returns the final metrics.
 
@@ -283,16 +286,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   if known_length is not None and rundir.finished(config, workdir, known_length):
     return already_finished(config, workdir, run_lock)  # Before the data: known in a second.
   mesh = devices.make_mesh(config.num_seeds)
+  heartbeat.now('loading the data')
   dataset = data.load_dataset(config)
   durations = config_lib.steps(config, len(dataset.train_labels))  # Every duration of the config, in steps.
   total_steps = durations.num_train_steps
   if rundir.finished(config, workdir, total_steps):  # A run set in epochs: its length needed the data.
     return already_finished(config, workdir, run_lock)
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  heartbeat.now('compiling and running the parameter initialization')
   model, state, schedule = build(config, dataset, mesh)
   config = config_lib.fit_to_splits(config, dataset, jax.device_count())  # eval_batch_size <= the largest split.
   metadata = checkpoints.run_metadata(config, dataset)
   # Creates and locks the workdir only now (bad data leave nothing behind); the manager holds the lock.
+  heartbeat.now('opening the workdir (and restoring its newest checkpoint)')
   manager, state, start_step = rundir.open_run(workdir, config, state, metadata, run_lock, total_steps)
   resumed = checkpoints.read_metadata(manager, start_step) if start_step else {}
   # One member's size (all have the same), counted once from an abstract trace of `init`.
@@ -314,6 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   evaluator = jobs.Evaluator(eval_views(mesh, config), splits, config.num_seeds)
   step, stopped, failed = start_step, None, True
   run_clock = jobs.RunClock(resumed.get('log', {}).get('seconds'))
+  heartbeat.training(start_step, total_steps, config.batch_size)
   try:
     if start_step and record_missing(start_step, last_logged):
       # Killed between this checkpoint and its record (evaluating, say): the record is written now.
@@ -323,9 +330,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       if any(records):
         console.write(start_step, records)
     with StopRequest() as stop, run_clock:
+      # Compiled here, the loop's first call reuses it; its temporaries decide how glibc treats freed memory.
+      host_memory.fit_to_step(train_fn.lower(state, train_images, train_labels, epoch_order(step), frozen).compile())
       while step < total_steps and not stopped:
         state, metrics = train_fn(state, train_images, train_labels, epoch_order(step), frozen)
         step += 1
+        heartbeat.at_step(step, metrics)
         window.add(step, metrics)
         chrono.tick(metrics)
         # Every process must stop at the same step: of several, they decide together, at log steps.
@@ -397,8 +407,11 @@ def already_finished(config, workdir: str, run_lock) -> Dict[str, Any]:
 
 
 def results_line(summary: Dict[str, Any], num_seeds: int) -> str:
-  return (f'final test error {100 * summary["test_error"]:.2f}% (accuracy {100 * summary["test_accuracy"]:.2f}%) '
-          f'at step {summary["step"]}' + (f', seed {summary["seed"]}' if num_seeds > 1 else ''))
+  # A subset (config.max_eval_examples) says so: its error is not the test set's. Older results.json lack the counts.
+  evaluated, split = summary.get('test_images'), summary.get('test_split_images')
+  subset = f' on {evaluated:,} of {split:,} test images' if evaluated and split and evaluated < split else ''
+  return (f'final test error {100 * summary["test_error"]:.2f}% (accuracy {100 * summary["test_accuracy"]:.2f}%)'
+          f'{subset} at step {summary["step"]}' + (f', seed {summary["seed"]}' if num_seeds > 1 else ''))
 
 
 def eval_views(mesh, config) -> List[tuple]:
@@ -503,6 +516,7 @@ def write_results(config, workdir, console, evaluator, state, step, size, datase
                **{f'{name}_error': 1.0 - r['accuracy'] for name, r in results.items()},
                **{f'{name}_loss': r['loss'] for name, r in results.items()},
                'test_per_class_accuracy': results['test']['per_class_accuracy'],
+               'test_images': evaluator.splits['test'].size, 'test_split_images': len(dataset.test_labels),
                'class_names': dataset.class_names}
     if seconds is not None:
       summary.update(train_seconds=round(seconds['train'], 3), compile_seconds=round(seconds['compile'], 3))
