@@ -57,7 +57,7 @@ def test_option_a_adds_no_parameters_and_option_b_adds_projections():
 
 def test_option_a_shortcut_subsamples_and_zero_pads():
   x = jnp.arange(2 * 8 * 8 * 16, dtype=jnp.float32).reshape(2, 8, 8, 16)
-  y = models.cifar_resnet.shortcut_option_a(x, 32, 2)
+  y = models.resnet.shortcut_option_a(x, 32, 2)
   assert y.shape == (2, 4, 4, 32)
   assert jnp.all(y[..., :8] == 0) and jnp.all(y[..., 24:] == 0)
   assert jnp.array_equal(y[..., 8:24], x[:, ::2, ::2, :])
