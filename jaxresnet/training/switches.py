@@ -6,7 +6,7 @@ passed in, so a step stays a pure function of (state, batch) and a resumed run
 is bit-identical. Where each op runs in the input pipeline:
 
   uint8 batch -> apply_policy (RandAugment / AutoAugment, uint8 in and out)
-              -> data.normalize -> data.augment (pad-crop, flip)
+              -> data.normalize -> data.augment (pad-crop, flip) -> a FLIPS flip (config.flip)
               -> cutout (normalized floats: 0 is the mean)
               -> mix (mixup / cutmix on normalized floats, one-hot labels in, soft labels out)
               -> model -> cross_entropy(logits, soft or integer labels, label_smoothing)
@@ -33,7 +33,7 @@ Libraries checked, and what was taken from each:
 So the PIL-style image ops below are written by hand in jnp, with the magnitude
 ranges torchvision uses for both RandAugment and AutoAugment.
 """
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,31 @@ import optax
 
 from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError
+
+# --------------------------------------------------------------------------
+# The flip of the training batch (config.flip).
+
+
+def flip_mask(key: jax.Array, indices: jax.Array, epoch) -> jax.Array:
+  """Whether each image (by dataset index) is mirrored in `epoch`: random in epoch 0, then its complement on odd epochs.
+
+  `key` must be the same for the whole run (it fixes the epoch-0 flips); `epoch` may be traced.
+  """
+  first = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(indices)
+  return jnp.logical_xor(first, epoch % 2 == 1)
+
+
+def alternating_flip(images: jax.Array, epoch, key: jax.Array, indices=None) -> jax.Array:
+  """NHWC images mirrored per flip_mask; `indices`: their dataset indices (default: 0..N-1, the whole set)."""
+  if indices is None:
+    indices = jnp.arange(images.shape[0])
+  mask = flip_mask(key, indices, epoch)
+  return jnp.where(mask[:, None, None, None], images[:, :, ::-1], images)
+
+
+# config.flip -> flip(images, epoch, key, indices) after the crop; None: data.augment's own coin per image and step.
+FLIPS: Dict[str, Optional[Callable]] = {'random': None, 'alternating': alternating_flip}
+
 
 # --------------------------------------------------------------------------
 # Cutout (DeVries & Taylor 2017), on normalized images.

@@ -31,7 +31,6 @@ from jaxresnet.infra import config as config_lib
 from jaxresnet import data
 from jaxresnet.infra import devices
 from jaxresnet.training import evaluation
-from jaxresnet.training import fast94
 from jaxresnet.training import jobs
 from jaxresnet import models
 from jaxresnet.training import optim
@@ -78,7 +77,7 @@ class Recipe:
   sam: bool = False
   crop_padding: int = 4
   crop_padding_mode: str = 'constant'
-  flip: str = 'random'  # Or 'alternating' (fast94.alternating_flip).
+  flip: str = config_lib.SCHEMA['flip'].default  # A key of switches.FLIPS.
 
   @classmethod
   def from_config(cls, config, num_classes: int) -> 'Recipe':
@@ -131,7 +130,7 @@ def step_rngs(state: TrainState):
 # The recipe switches draw from the step's augmentation key folded with these, so the crop and
 # flip (the augmentation key itself) stay what they were before the switches existed.
 POLICY_KEY, CUTOUT_KEY, MIX_KEY = 1, 2, 3
-# The alternating flip's epoch-0 coin of each image comes from the run's key folded with this: the
+# A switches.FLIPS flip's epoch-0 coin of each image comes from the run's key folded with this: the
 # same for every step, so that each later epoch can mirror the image the other way round.
 FLIP_KEY = 4
 
@@ -188,18 +187,18 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
 def prepare_images(state: TrainState, images_uint8, augment: bool, recipe: Optional[Recipe] = None,
                    indices=None, epoch=None):
   """The step's training batch: RandAugment/AutoAugment (uint8), normalized, then (with `augment`)
-  padded, cropped and flipped, then cut out. The alternating flip needs the images' dataset `indices`
+  padded, cropped and flipped, then cut out. A flip of switches.FLIPS gets the images' dataset `indices`
   and the `epoch`."""
   if recipe is not None:
     images_uint8 = switches.apply_policy(recipe_key(state, POLICY_KEY), images_uint8, recipe.policy)
   images = data.normalize(images_uint8, state.input_mean, state.input_std)
   if augment:
     recipe = recipe or Recipe(num_classes=0)
-    alternating = recipe.flip == 'alternating'
+    flip = switches.FLIPS[recipe.flip]
     images = data.augment(step_rngs(state)[0], images, recipe.crop_padding, recipe.crop_padding_mode,
-                          flip=not alternating)
-    if alternating:
-      images = fast94.alternating_flip(images, epoch, jax.random.fold_in(state.rng, FLIP_KEY), indices)
+                          flip=flip is None)
+    if flip is not None:
+      images = flip(images, epoch, jax.random.fold_in(state.rng, FLIP_KEY), indices)
   if recipe is not None and recipe.cutout:
     images = switches.cutout(recipe_key(state, CUTOUT_KEY), images, recipe.cutout)
   return images
@@ -261,8 +260,9 @@ def build(config, dataset: data.Dataset, mesh):
   if config.sam_rho > 0:
     tx = switches.sam(tx, config.sam_rho)
   mean, std = data.input_statistics(dataset.train_images, config.normalization)
-  # whitened_vgg's first conv whitens the training patches: computed from the data, never trained.
-  init_params = fast94.whitening_params(dataset.train_images, mean, std) if config.model == 'whitened_vgg' else None
+  # A model's own init hook sets weights from the training data (whitened_vgg's whitening conv), never trained.
+  init_from_data = getattr(type(model), 'init_from_data', None)
+  init_params = init_from_data(dataset.train_images, lambda x: data.normalize(x, mean, std)) if init_from_data else None
   init = lambda rng: create_train_state(model, tx, rng, mean, std, dataset.train_images.shape[1:],
                                         ema=config.ema_decay > 0, init_params=init_params)
   state = jax.jit(devices.over_members(init, config.num_seeds),
@@ -473,8 +473,8 @@ def switches_line(config) -> str:
     on.append('autoaugment' if config.randaugment == 'autoaugment' else f'randaugment {config.randaugment}')
   if config.flip != 'random':
     on.append(f'flip {config.flip}')
-  if config.optimizer == 'airbench_muon':
-    on.append('airbench_muon')
+  if optim.own_optimizer(config):
+    on.append(optim.own_optimizer(config))
   for name, value in (('cutout', config.cutout), ('mixup', config.mixup_alpha), ('cutmix', config.cutmix_alpha),
                       ('label_smoothing', config.label_smoothing), ('ema', config.ema_decay), ('tta', config.tta),
                       ('sam', config.sam_rho)):
