@@ -91,14 +91,9 @@ class Recipe:
     return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
 
-def seeds(config):
-  """The seed of every member: config.seed, config.seed + 1, ..."""
-  return [config.seed + k for k in range(config.num_seeds)]
-
-
 def seed_keys(config, fold: Optional[int] = None) -> jax.Array:
   """PRNGKey(seed) (folded with `fold`), with a leading members axis for a population."""
-  keys = [jax.random.PRNGKey(s) for s in seeds(config)]
+  keys = [jax.random.PRNGKey(s) for s in config_lib.seeds(config).all]
   if fold is not None:
     keys = [jax.random.fold_in(k, fold) for k in keys]
   return keys[0] if config.num_seeds == 1 else jnp.stack(keys)
@@ -377,7 +372,8 @@ def check_some_member_trains(config, window: jobs.MetricWindow, last_good_step: 
   """One line (NonFiniteLossError) once every member of a population has diverged: nothing trains any more."""
   if config.num_seeds == 1 or len(window.diverged) < config.num_seeds:
     return
-  which = ', '.join(f'seed {seeds(config)[member]} at step {at}' for member, at in sorted(window.diverged.items()))
+  seeds = config_lib.seeds(config).all
+  which = ', '.join(f'seed {seeds[member]} at step {at}' for member, at in sorted(window.diverged.items()))
   raise jobs.NonFiniteLossError(
       f'every seed of the population diverged ({which}; loss or weights not finite): nothing is left to train. '
       f'The last checkpoint is step {last_good_step or "none"}; lower the learning rate')
@@ -387,7 +383,7 @@ def already_finished(config, workdir: str, run_lock) -> Dict[str, Any]:
   """The summary in results.json of a run that reached its last step, said in a few lines; nothing is redone."""
   if run_lock is not None:
     run_lock.release()
-  summaries = [rundir.read_results(directory) for directory in member_dirs(config, workdir)]
+  summaries = [rundir.read_results(directory) for directory in rundir.member_dirs(config, workdir)]
   step = summaries[0]['step']
   if jax.process_index() == 0:
     print(f'{workdir}: already finished at step {step} (results.json); nothing to train or evaluate', flush=True)
@@ -413,19 +409,6 @@ def eval_views(mesh, config) -> List[tuple]:
   return views
 
 
-def member_dirs(config, workdir: str) -> List[str]:
-  """Where each member's metrics and results go: the workdir itself for a single run (rundir.member_dirs)."""
-  return rundir.member_dirs(config, workdir)
-
-
-def member_config(config, seed: int) -> ml_collections.ConfigDict:
-  """The config of the single run a population member equals."""
-  member = config.copy_and_resolve_references()
-  with member.unlocked():
-    member.seed, member.num_seeds = seed, 1
-  return member
-
-
 def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jobs.Console] = None,
                    newly_diverged: Optional[Dict[int, int]] = None):
   """The device mask of the members that stopped training (None for a single run); reports the new ones."""
@@ -433,8 +416,8 @@ def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jo
     return None
   if console is not None:
     for member, step in sorted((newly_diverged or {}).items()):
-      console.print(f'warning: seed {seeds(config)[member]} diverged at step {step} (loss or weights not '
-                    'finite); it is frozen there and the other seeds go on')
+      console.print(f'warning: seed {config_lib.seeds(config).all[member]} diverged at step {step} (loss or '
+                    'weights not finite); it is frozen there and the other seeds go on')
   mask = np.zeros(config.num_seeds, bool)
   mask[list(window.diverged)] = True
   return devices.replicate(mesh, mask)
@@ -444,17 +427,17 @@ def start_console(config, workdir, size, dataset, start_step, total_steps):
   """(console, the step of the last record kept): writes config.json (per member too) and opens the metrics,
   dropping records after `start_step`; the first lines say what is trained where."""
   is_main = jax.process_index() == 0
-  dirs = member_dirs(config, workdir)
+  dirs, seeds = rundir.member_dirs(config, workdir), config_lib.seeds(config).all
   config_files = {workdir: config}  # A population's, and each member's: the single run it equals.
   if config.num_seeds > 1:
-    config_files.update({d: member_config(config, s) for d, s in zip(dirs, seeds(config))})
+    config_files.update({d: config_lib.member_config(config, s) for d, s in zip(dirs, seeds)})
   if is_main:
     for directory, run_config in config_files.items():
       rundir.write_config(directory, run_config)
   writers = [MetricWriter(directory, enabled=is_main) for directory in dirs]
   last_logged = [writer.truncate_after(start_step) for writer in writers][0]
   console = jobs.Console(writers, total_steps, start_step, enabled=is_main)
-  population = f'; {config.num_seeds} seeds {seeds(config)[0]}-{seeds(config)[-1]} in one program' \
+  population = f'; {config.num_seeds} seeds {seeds[0]}-{seeds[-1]} in one program' \
       if config.num_seeds > 1 else ''
   switched_on = switches_line(config)
   num_params, macs = size
@@ -495,7 +478,8 @@ def write_results(config, workdir, console, evaluator, state, step, size, datase
     evaluator(state)
   summaries = []
   num_params, macs = size
-  for member, (seed, directory, results) in enumerate(zip(seeds(config), member_dirs(config, workdir),
+  for member, (seed, directory, results) in enumerate(zip(config_lib.seeds(config).all,
+                                                          rundir.member_dirs(config, workdir),
                                                           evaluator.results)):
     summary = {'model': config.model, 'step': step, 'seed': seed, 'num_params': num_params, 'macs': macs,
                'devices': device_names(),
