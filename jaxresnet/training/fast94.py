@@ -19,12 +19,7 @@ The whole recipe, and where each piece lives:
   evaluation     test-time augmentation 'flip_translate' (switches.tta_logits): the image and its mirror,
                  each also moved one pixel up-left and down-right, six views.
 
-Why Muon rather than airbench94's Nesterov SGD + Lookahead: it reaches the same 94.0% in 8 epochs
-instead of 9.9 (20% less compute, and on a CPU compute is the whole cost; three Newton-Schulz
-iterations on the six filter matrices are 6.4 GFLOP, 0.5% of a batch-2000 step), and it needs no
-Lookahead, whose airbench form (a step-dependent blend every 5 steps that also averages the
-BatchNorm statistics) optax.lookahead cannot express (fixed slow step size, params only) and which
-would change the train state.
+Why Muon rather than airbench94's Nesterov SGD + Lookahead: docs/design.md.
 
 Learning rates are airbench's, which are for a loss *summed* over the batch; the grads this
 optimizer expects are of the batch *mean*, so the SGD rates are multiplied by the batch size

@@ -11,27 +11,7 @@ is bit-identical. Where each op runs in the input pipeline:
               -> mix (mixup / cutmix on normalized floats, one-hot labels in, soft labels out)
               -> model -> cross_entropy(logits, soft or integer labels, label_smoothing)
 
-Libraries checked, and what was taken from each:
-  * optax: `smooth_labels` + `softmax_cross_entropy` (the loss), `incremental_update`
-    (the parameter EMA; `optax.ema` is not one: it averages the *updates* it is fed,
-    starts from zeros and debiases, so it is an optimizer moment, not a copy of the
-    weights), `contrib.sam` in opaque mode (SAM around any optimizer).
-  * jax.scipy.ndimage.map_coordinates: the nearest-neighbour resampling of rotate,
-    shear and translate.
-  * dm-pix (DeepMind): its colour ops follow tf.image (additive brightness, contrast
-    around each channel's own mean) on [0, 1] floats, not the PIL ops RandAugment
-    and AutoAugment were defined and tuned with; it has no equalize, autocontrast,
-    posterize or sharpness; its affine_transform with order=0 is the same
-    map_coordinates call used here. Not worth a dependency for that.
-  * augmax: randomized geometric/colour transform classes; no RandAugment or
-    AutoAugment, no equalize/autocontrast/posterize/sharpness.
-  * imax: has a JAX port of TF's RandAugment, but it is a one-author beta
-    (0.0.1b11) whose op set and ranges are not the paper's (rotations up to 180
-    degrees, shear up to 1.0, flips and cutout among the ops, random magnitudes).
-  * big_vision / the TF EfficientNet code: RandAugment in tf.data (TensorFlow), not
-    usable inside a jitted JAX step.
-So the PIL-style image ops below are written by hand in jnp, with the magnitude
-ranges torchvision uses for both RandAugment and AutoAugment.
+Why these are written here rather than taken from a library: docs/design.md.
 """
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
