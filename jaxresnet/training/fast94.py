@@ -126,7 +126,7 @@ WHITEN_BIAS_EPOCHS = 3  # The whitening bias trains for this many epochs, then s
 
 
 def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch: int) -> optax.GradientTransformation:
-  """make_optimizer for config.optimizer == 'airbench_muon', following the config's schedule `learning_rate`."""
+  """make_optimizer with the config's rates, momentum and weight decay, following its schedule `learning_rate`."""
   scale = config.learning_rate / AIRBENCH_FILTER_LR
   multiplier = (lambda step: learning_rate(step) / config.learning_rate) if config.learning_rate else learning_rate
   return make_optimizer(
@@ -137,7 +137,7 @@ def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch
       head_width=whitened_vgg.WhitenedVGG.widths[-1], logit_scale=whitened_vgg.WhitenedVGG.logit_scale)
 
 
-# The optimizers this recipe adds to optim.OPTIMIZERS: config.optimizer -> factory(config, schedule, steps per epoch).
+# The optimizers this recipe adds to optim.OPTIMIZERS: name -> factory(config, schedule, steps per epoch).
 OPTIMIZERS = {'airbench_muon': optimizer_from_config}
 # The nets whose parameter groups each of them labels: the only nets it can train (optim.check_config).
 OPTIMIZER_MODELS = {'airbench_muon': ('whitened_vgg',)}
