@@ -24,6 +24,44 @@ from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError
 
 # --------------------------------------------------------------------------
+# The table of recipe switches: each one's config field, where in the step it acts and the id its random
+# key is folded with (train.recipe_key; None: it draws nothing), in the order the start line names them.
+
+
+class Switch(NamedTuple):
+  field: str
+  place: str  # 'uint8 batch', 'augment', 'normalized batch', 'mix', 'loss', 'update' or 'evaluation'.
+  key: Optional[int]
+  label: str  # Its name on the start line.
+
+
+SWITCHES = (
+    Switch('randaugment', 'uint8 batch', 1, 'randaugment'),
+    # The flip draws from the run's key (the same every step), the others from the step's.
+    Switch('flip', 'augment', 4, 'flip'),
+    Switch('cutout', 'normalized batch', 2, 'cutout'),
+    Switch('mixup_alpha', 'mix', 3, 'mixup'),
+    Switch('cutmix_alpha', 'mix', 3, 'cutmix'),
+    Switch('label_smoothing', 'loss', None, 'label_smoothing'),
+    Switch('ema_decay', 'update', None, 'ema'),
+    Switch('tta', 'evaluation', None, 'tta'),
+    Switch('sam_rho', 'update', None, 'sam'),
+)
+KEYS = {switch.field: switch.key for switch in SWITCHES}
+
+
+def switched_on(config):
+  """(switch, value) of every switch the config sets away from its default, in SWITCHES' order."""
+  return [(switch, config[switch.field]) for switch in SWITCHES
+          if config[switch.field] != config_lib.SCHEMA[switch.field].default]
+
+
+def describe(switch: Switch, value) -> str:
+  """How the start line names a switch that is on, e.g. 'cutout 16' ('autoaugment' names itself)."""
+  return str(value) if value == 'autoaugment' else f'{switch.label} {value}'
+
+
+# --------------------------------------------------------------------------
 # The flip of the training batch (config.flip).
 
 

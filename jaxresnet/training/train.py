@@ -122,12 +122,12 @@ def step_rngs(state: TrainState):
   return jax.random.split(jax.random.fold_in(state.rng, state.step))
 
 
-# The recipe switches draw from the step's augmentation key folded with these, so the crop and
-# flip (the augmentation key itself) stay what they were before the switches existed.
-POLICY_KEY, CUTOUT_KEY, MIX_KEY = 1, 2, 3
+# The recipe switches draw from the step's augmentation key folded with these (switches.SWITCHES), so the crop
+# and flip (the augmentation key itself) stay what they were before the switches existed.
+POLICY_KEY, CUTOUT_KEY, MIX_KEY = (switches.KEYS[field] for field in ('randaugment', 'cutout', 'mixup_alpha'))
 # A switches.FLIPS flip's epoch-0 coin of each image comes from the run's key folded with this: the
 # same for every step, so that each later epoch can mirror the image the other way round.
-FLIP_KEY = 4
+FLIP_KEY = switches.KEYS['flip']
 
 
 def recipe_key(state: TrainState, which: int) -> jax.Array:
@@ -450,20 +450,12 @@ def start_console(config, workdir, size, dataset, start_step, total_steps):
 
 
 def switches_line(config) -> str:
-  """The recipe switches that are on, with their settings, e.g. 'cutout 16, label_smoothing 0.1' ('' if none)."""
-  on = []
-  if config.randaugment:
-    on.append('autoaugment' if config.randaugment == 'autoaugment' else f'randaugment {config.randaugment}')
-  if config.flip != 'random':
-    on.append(f'flip {config.flip}')
-  if optim.own_optimizer(config):
-    on.append(optim.own_optimizer(config))
-  for name, value in (('cutout', config.cutout), ('mixup', config.mixup_alpha), ('cutmix', config.cutmix_alpha),
-                      ('label_smoothing', config.label_smoothing), ('ema', config.ema_decay), ('tta', config.tta),
-                      ('sam', config.sam_rho)):
-    if value:
-      on.append(f'{name} {value}')
-  return ', '.join(on)
+  """The recipe switches that are on (switches.SWITCHES, and a recipe's own optimizer after the flip), with their
+  settings, e.g. 'cutout 16, label_smoothing 0.1' ('' if none)."""
+  on = switches.switched_on(config)
+  inputs = [switches.describe(switch, value) for switch, value in on if switch.place in ('uint8 batch', 'augment')]
+  others = [switches.describe(switch, value) for switch, value in on if switch.place not in ('uint8 batch', 'augment')]
+  return ', '.join(inputs + [name for name in [optim.own_optimizer(config)] if name] + others)
 
 
 def device_names() -> str:
