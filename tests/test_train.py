@@ -126,7 +126,8 @@ def few_steps_checksum(recipe: str) -> str:
   rng = np.random.default_rng(0)
   images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   labels = lambda n: rng.integers(0, 10, n).astype(np.int32)
-  dataset = data.Dataset(images(16), labels(16), images(8), labels(8), images(8), labels(8), [str(c) for c in range(10)])
+  dataset = data.Dataset(images(16), labels(16), images(8), labels(8), images(8), labels(8),
+                         [str(c) for c in range(10)])
   mesh = devices.make_mesh()
   _, state, _ = train.build(config, dataset, mesh)
   train_fn = train.make_train_fn(mesh, config, steps_per_epoch=2, num_classes=10)
