@@ -117,8 +117,6 @@ def test_the_schedule_scales_every_optimizer():
     ({'model': 'resnet20', 'dropout': 0.2}, "config.dropout=0.2 does not apply to model 'resnet20'; "
                                             'models that have it: resnet18, resnet18_1111'),
     ({'model': 'cnn_small', 'squeeze_excitation': True}, 'config.squeeze_excitation=True does not apply'),
-    # A plain net has no shortcut to choose (models.model_fields: the zoo fixes it at 'none').
-    ({'model': 'plain20', 'shortcut': 'B'}, "config.shortcut='B' does not apply to model 'plain20'"),
 ])
 def test_bad_choices_are_one_clear_error(overrides, message):
   with pytest.raises(ConfigError, match=message):

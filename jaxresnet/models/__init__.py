@@ -20,11 +20,11 @@ from jaxresnet.models import whitened_vgg
 
 
 def _he2016(depth: int, residual: bool) -> Callable[..., nn.Module]:
-  """The paper's net of `depth`: the config picks a ResNet's shortcut option; its dropout and gate stay off."""
+  """The paper's net of `depth`: the config picks the shortcut option (a plain net ignores it, as it always did);
+  dropout and gate stay off."""
   assert (depth - 2) % 6 == 0, depth
-  fixed = {} if residual else {'shortcut': 'none'}
   return functools.partial(resnet.ResNet, stage_sizes=((depth - 2) // 6,) * 3, widths=(16, 32, 64),
-                           dropout_rate=0.0, squeeze_excitation=False, **fixed)
+                           residual=residual, dropout_rate=0.0, squeeze_excitation=False)
 
 
 # He et al. 2016, Section 4.2. Depth 8 is not in the paper: it is the smallest

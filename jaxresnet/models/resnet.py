@@ -8,7 +8,7 @@ and shortcut per net:
   He et al. 2016, Section 4.2: three stages of 16/32/64 filters of `BasicBlock`s; `shortcut` 'A'
   (identity; where the shape changes, subsample by 2 and zero-pad the new channels: no parameters,
   the paper's choice on CIFAR-10), 'B' (where the shape changes, a 1x1 stride-2 conv plus BatchNorm),
-  or 'none' (the plain nets).
+  or 'none' (the plain nets: `residual=False`).
   kuangliu/pytorch-cifar's four-stage nets: shortcut 'B', `BasicBlock` (ResNet-18/34) or `Bottleneck`
   (ResNet-50), optionally a squeeze-excitation gate (Hu et al. 2018) before each residual addition.
 """
@@ -124,6 +124,7 @@ class ResNet(nn.Module):
   widths: Sequence[int]
   block_cls: Callable[..., nn.Module] = BasicBlock
   shortcut: str = 'A'
+  residual: bool = True  # False: the plain net, whatever `shortcut` says (a config's shortcut applies to both).
   num_classes: int = 10
   dropout_rate: float = 0.0  # Before the classifier.
   squeeze_excitation: bool = False
@@ -133,7 +134,8 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = True):
     conv, norm = conv_and_norm(train, self.dtype)
     gate = functools.partial(SqueezeExcitation, dtype=self.dtype) if self.squeeze_excitation else None
-    block = functools.partial(self.block_cls, conv=conv, norm=norm, shortcut=self.shortcut, gate=gate)
+    block = functools.partial(self.block_cls, conv=conv, norm=norm, gate=gate,
+                              shortcut=self.shortcut if self.residual else 'none')
 
     x = conv(self.widths[0], (3, 3), name='stem_conv')(x)
     x = norm(name='stem_norm')(x, relu=True)
