@@ -125,19 +125,21 @@ FILTER_MOMENTUM = 0.6  # Muon's momentum (the config's momentum is the SGD group
 WHITEN_BIAS_EPOCHS = 3  # The whitening bias trains for this many epochs, then stays.
 
 
-def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch: int) -> optax.GradientTransformation:
-  """make_optimizer with the config's rates, momentum and weight decay, following its schedule `learning_rate`."""
+def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch: int,
+                          batch_size: int) -> optax.GradientTransformation:
+  """make_optimizer with the config's rates, momentum and weight decay, following its schedule `learning_rate`,
+  for the run's `batch_size`."""
   scale = config.learning_rate / AIRBENCH_FILTER_LR
   multiplier = (lambda step: learning_rate(step) / config.learning_rate) if config.learning_rate else learning_rate
   return make_optimizer(
-      total_steps=0, whiten_bias_steps=WHITEN_BIAS_EPOCHS * steps_per_epoch, batch_size=config.batch_size,
+      total_steps=0, whiten_bias_steps=WHITEN_BIAS_EPOCHS * steps_per_epoch, batch_size=batch_size,
       multiplier=multiplier,  # The config's schedule, in place of make_optimizer's own decay over total_steps.
       filter_lr=config.learning_rate, filter_momentum=FILTER_MOMENTUM, bias_lr=AIRBENCH_BIAS_LR * scale,
       head_lr=AIRBENCH_HEAD_LR * scale, momentum=config.momentum, weight_decay=config.weight_decay,
       head_width=whitened_vgg.WhitenedVGG.widths[-1], logit_scale=whitened_vgg.WhitenedVGG.logit_scale)
 
 
-# The optimizers this recipe adds to optim.OPTIMIZERS: name -> factory(config, schedule, steps per epoch).
+# The optimizers this recipe adds to optim.OPTIMIZERS: name -> factory(config, schedule, steps per epoch, batch size).
 OPTIMIZERS = {'airbench_muon': optimizer_from_config}
 # The nets whose parameter groups each of them labels: the only nets it can train (optim.check_config).
 OPTIMIZER_MODELS = {'airbench_muon': ('whitened_vgg',)}

@@ -2,7 +2,7 @@
 
 The config's choices (schedule, optimizer, ...) were checked by config.validate.
 """
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import optax
 
@@ -62,10 +62,10 @@ def with_weight_decay(config, learning_rate: optax.Schedule) -> optax.GradientTr
                      optax.chain(direction, optax.scale_by_learning_rate(learning_rate)))
 
 
-# name -> factory(config, learning-rate schedule, steps per epoch): every config.optimizer. A recipe's own
+# name -> factory(config, learning-rate schedule, steps per epoch, batch size): every config.optimizer. A recipe's own
 # optimizer with parameter groups (fast94's Muon) comes from its module's OPTIMIZERS.
 OPTIMIZERS: Dict[str, Callable[..., optax.GradientTransformation]] = {
-    **{name: lambda config, learning_rate, steps_per_epoch: with_weight_decay(config, learning_rate)
+    **{name: lambda config, learning_rate, steps_per_epoch, batch_size: with_weight_decay(config, learning_rate)
        for name in DIRECTIONS},
     **fast94.OPTIMIZERS,
 }
@@ -89,6 +89,8 @@ def own_optimizer(config) -> str:
   return config.optimizer if config.optimizer in fast94.OPTIMIZERS else ''
 
 
-def create_optimizer(config, learning_rate: optax.Schedule, steps_per_epoch: int = 1) -> optax.GradientTransformation:
-  """The config's optimizer (OPTIMIZERS); `steps_per_epoch` sets how long fast94's Muon trains the whitening bias."""
-  return OPTIMIZERS[config.optimizer](config, learning_rate, steps_per_epoch)
+def create_optimizer(config, learning_rate: optax.Schedule, steps_per_epoch: int = 1,
+                     batch_size: Optional[int] = None) -> optax.GradientTransformation:
+  """The config's optimizer (OPTIMIZERS). The run's `steps_per_epoch` and `batch_size` (train.build) are for the
+  optimizers that need them: fast94's Muon trains the whitening bias for some epochs and its rates are per example."""
+  return OPTIMIZERS[config.optimizer](config, learning_rate, steps_per_epoch, batch_size)

@@ -251,7 +251,7 @@ def build(config, dataset: data.Dataset, mesh):
   num_train = len(dataset.train_labels)
   schedule = optim.create_learning_rate_schedule(config, num_train // config.batch_size,
                                                  config_lib.num_train_steps(config, num_train))
-  tx = optim.create_optimizer(config, schedule, num_train // config.batch_size)
+  tx = optim.create_optimizer(config, schedule, num_train // config.batch_size, config.batch_size)
   if config.sam_rho > 0:
     tx = switches.sam(tx, config.sam_rho)
   mean, std = data.input_statistics(dataset.train_images, config.normalization)
