@@ -36,7 +36,7 @@ from jaxresnet.models.whitened_vgg import WhitenedVGG, set_whitening_kernel, whi
 def make_step(model, tx, augment: bool):
   def step(params, batch_stats, opt_state, images, labels, epoch, key):
     if augment:  # uint8 in, as the training set lives on the device.
-      images = fast94.alternating_flip(images, epoch, key)
+      images = switches.alternating_flip(images, epoch, key)
       images = data.augment(jax.random.fold_in(key, epoch), images, 2, 'reflect', flip=False)
       images = (images.astype(jnp.float32) / 255.0 - 0.5) / 0.25
 

@@ -169,8 +169,8 @@ def test_model_gradients_match_the_same_model_with_autodiff_batchnorm(name, monk
       y = y if residual is None else y + residual
       return nn.relu(y) if relu else y
 
-  from jaxresnet.models import cifar_resnet, cnn  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(cifar_resnet, 'BatchNorm', BatchNorm)
+  from jaxresnet.models import cnn, resnet  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(resnet, 'BatchNorm', BatchNorm)
   monkeypatch.setattr(cnn, 'BatchNorm', BatchNorm)
   unfused = loss_and_grads()
   for a, b in zip(jax.tree_util.tree_leaves(fused), jax.tree_util.tree_leaves(unfused)):

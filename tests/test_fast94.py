@@ -285,7 +285,7 @@ def test_cross_entropy_label_smoothing_matches_pytorch_definition():
 def test_alternating_flip_flips_exactly_the_complement_each_epoch():
   images = jnp.arange(64 * 4 * 5 * 3, dtype=jnp.float32).reshape(64, 4, 5, 3)
   key = jax.random.key(0)
-  flip = jax.jit(R.alternating_flip)
+  flip = jax.jit(switches.alternating_flip)
   mirrored = images[:, :, ::-1]
   masks = []
   for epoch in range(4):

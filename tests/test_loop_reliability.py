@@ -266,6 +266,10 @@ def test_the_start_line_names_the_switches_that_are_on(image_folder, tmp_path, c
   assert train.switches_line(config) == 'autoaugment, mixup 0.2, cutmix 1.0, ema 0.999, tta flip, sam 0.05'
   assert train.switches_line(tiny_config(image_folder, randaugment='2,9')) == 'randaugment 2,9'
   assert train.switches_line(tiny_config(image_folder)) == ''
+  from jaxresnet.configs import fast94  # pylint: disable=g-import-not-at-top
+  # A recipe's own optimizer is named after the input pipeline's switches.
+  assert train.switches_line(fast94.get_config()) == ('flip alternating, airbench_muon, label_smoothing 0.2, '
+                                                      'tta flip_translate')
 
 
 @pytest.mark.parametrize('length', ['steps', 'epochs'])

@@ -57,7 +57,7 @@ def test_option_a_adds_no_parameters_and_option_b_adds_projections():
 
 def test_option_a_shortcut_subsamples_and_zero_pads():
   x = jnp.arange(2 * 8 * 8 * 16, dtype=jnp.float32).reshape(2, 8, 8, 16)
-  y = models.cifar_resnet.shortcut_option_a(x, 32, 2)
+  y = models.resnet.shortcut_option_a(x, 32, 2)
   assert y.shape == (2, 4, 4, 32)
   assert jnp.all(y[..., :8] == 0) and jnp.all(y[..., 24:] == 0)
   assert jnp.array_equal(y[..., 8:24], x[:, ::2, ::2, :])
@@ -95,3 +95,14 @@ def test_kaiming_normal_init_scale():
   params = models.get_model('resnet20').init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)['params']
   kernel = params['BasicBlock_8']['Conv_0']['kernel']  # 3x3x64x64: std sqrt(2 / fan_in)
   assert abs(float(kernel.std()) - (2 / (9 * 64)) ** 0.5) < 0.003
+
+
+def test_a_plain_net_ignores_the_shortcut_option():
+  # A plain net has no shortcut: config.shortcut (which from_config hands every He et al. net) leaves it plain.
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  plain = models.get_model('plain8')
+  variables = plain.init(jax.random.key(0), x, train=False)
+  for option in ('A', 'B'):
+    assert jnp.array_equal(models.get_model('plain8', shortcut=option).apply(variables, x, train=False),
+                           plain.apply(variables, x, train=False))
+  assert 'shortcut' in models.model_fields('plain8')

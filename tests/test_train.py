@@ -130,3 +130,52 @@ def test_the_final_line_of_a_run_evaluated_on_a_subset_says_on_how_many_images(i
                                                checkpoint_every_steps=2, lr_boundaries=(1,)), str(tmp_path / 'all'))
   assert (whole['test_images'], whole['test_split_images']) == (12, 12)
   assert capsys.readouterr().out.splitlines()[-1].endswith(') at step 2')
+
+
+def few_steps_checksum(recipe: str) -> str:
+  """sha256 of the whole train state after 4 steps of configs/<recipe>.py at batch 8 (for the paper's nets: crop,
+  flip, SGD, a learning-rate drop; for fast94: the whitening init, the alternating flip, Muon's groups)."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  import flax  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f'jaxresnet.configs.{recipe}').get_config()
+  config.update(batch_size=8, num_train_steps=4, lr_boundaries=(3,), seed=3)
+  rng = np.random.default_rng(0)
+  images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  labels = lambda n: rng.integers(0, 10, n).astype(np.int32)
+  dataset = data.Dataset(images(16), labels(16), images(8), labels(8), images(8), labels(8),
+                         [str(c) for c in range(10)])
+  mesh = devices.make_mesh()
+  _, state, _ = train.build(config, dataset, mesh)
+  train_fn = train.make_train_fn(mesh, config, steps_per_epoch=2, num_classes=10)
+  permutation = train.make_permutation_fn(mesh, config, 16)
+  for step in range(4):
+    state, _ = train_fn(state, jnp.asarray(dataset.train_images), jnp.asarray(dataset.train_labels),
+                        permutation(train.data_key(config), step // 2))
+  digest = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(flax.serialization.to_state_dict(devices.to_host(state))):
+    digest.update(np.asarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+# Computed by the code at 4c9db6d (before issue 31 merged the two ResNets and moved the optimizers, flips and
+# the whitening init into tables) with jax 0.10.2 on CPU: a change to the numerics, the parameter tree, the RNG
+# use or the data order of these recipes changes them.
+PINNED_CHECKSUMS = {
+    'fast94': 'a41e6d85010679cf7f525d9a1431411a7f61ca7b5fb158276bfd9aae98cca4c0',
+    'resnet20': 'e6b04520a485240f5b0bd3d8dc5c2e96ab8f65bc492fd0970011a78d680ec949',
+    'plain20': '6aa4c992026e1b0d001e66dd8710a130f97762aa90362d10e29c51af417b3df2',
+}
+
+
+# XLA:CPU compiles for the host's instruction set (vector width, FMA), so another processor, like another XLA, may
+# round differently: the checksums hold where they were computed, and a tolerance would hide what they pin.
+PINNED_ON = ('0.10.2', 'AMD EPYC')
+
+
+@pytest.mark.skipif((jax.__version__, devices.cpu_model()) != PINNED_ON or jax.default_backend() != 'cpu',
+                    reason='checksums pinned with jax 0.10.2 on an AMD EPYC CPU; XLA:CPU on another processor or '
+                           'version may round differently')
+@pytest.mark.parametrize('recipe', sorted(PINNED_CHECKSUMS))
+def test_the_recipes_compute_bit_for_bit_what_they_always_did(recipe):
+  assert few_steps_checksum(recipe) == PINNED_CHECKSUMS[recipe]

@@ -15,14 +15,16 @@ import numpy as np
 from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError, did_you_mean
 from jaxresnet.models import cnn
-from jaxresnet.models import resnet_stages
+from jaxresnet.models import resnet
 from jaxresnet.models import whitened_vgg
-from jaxresnet.models.cifar_resnet import CifarResNet
 
 
 def _he2016(depth: int, residual: bool) -> Callable[..., nn.Module]:
+  """The paper's net of `depth`: the config picks the shortcut option (a plain net ignores it, as it always did);
+  dropout and gate stay off."""
   assert (depth - 2) % 6 == 0, depth
-  return functools.partial(CifarResNet, blocks_per_stage=(depth - 2) // 6, residual=residual)
+  return functools.partial(resnet.ResNet, stage_sizes=((depth - 2) // 6,) * 3, widths=(16, 32, 64),
+                           residual=residual, dropout_rate=0.0, squeeze_excitation=False)
 
 
 # He et al. 2016, Section 4.2. Depth 8 is not in the paper: it is the smallest
@@ -33,8 +35,9 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def _stages(stage_sizes, widths, block=resnet_stages.BasicBlock) -> Callable[..., nn.Module]:
-  return functools.partial(resnet_stages.StagesResNet, stage_sizes=stage_sizes, widths=widths, block=block)
+def _stages(stage_sizes, widths, block_cls=resnet.BasicBlock) -> Callable[..., nn.Module]:
+  """A four-stage net: projection shortcuts (option B) always; the config may add dropout and a gate."""
+  return functools.partial(resnet.ResNet, stage_sizes=stage_sizes, widths=widths, block_cls=block_cls, shortcut='B')
 
 
 # Four-stage "ImageNet-style" ResNets for CIFAR (kuangliu/pytorch-cifar layout,
@@ -47,7 +50,7 @@ MODELS.update({
     'resnet18_3333': _stages((3, 3, 3, 3), (64, 128, 256, 512)),
     'resnet26_5m': _stages((3, 3, 3, 3), (64, 80, 144, 224)),
     'resnet34_5m': _stages((3, 4, 6, 3), (64, 96, 96, 224)),
-    'resnet50_5m': _stages((3, 4, 6, 3), (64, 64, 80, 256), block=resnet_stages.Bottleneck),
+    'resnet50_5m': _stages((3, 4, 6, 3), (64, 64, 80, 256), block_cls=resnet.Bottleneck),
     # Plain CNN baselines.
     'cnn_small': cnn.SmallCNN,
     'cnn_deep': cnn.DeepCNN,
@@ -60,10 +63,12 @@ RECIPE_NAMES = {'whitened_vgg': 'fast94'}
 
 
 def model_fields(name: str) -> frozenset:
-  """The fields of model `name` that a config may set (e.g. 'shortcut', 'dropout_rate')."""
+  """The fields of model `name` that a config may set (e.g. 'shortcut', 'dropout_rate'): those its zoo entry
+  leaves open (a functools.partial's keywords fix the others)."""
   factory = MODELS[name]
-  module = factory.func if isinstance(factory, functools.partial) else factory
-  return frozenset(f.name for f in dataclasses.fields(module))
+  if not isinstance(factory, functools.partial):
+    return frozenset(f.name for f in dataclasses.fields(factory))
+  return frozenset(f.name for f in dataclasses.fields(factory.func)) - set(factory.keywords)
 
 
 def unknown_model_message(name: str) -> str:

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxresnet.models.batch_norm import BatchNorm
-from jaxresnet.models.cifar_resnet import kaiming_normal
+from jaxresnet.models.resnet import kaiming_normal
 
 
 class SmallCNN(nn.Module):

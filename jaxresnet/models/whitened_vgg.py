@@ -85,6 +85,9 @@ def whitening_kernel(images, patch_size: int = 2, eps: float = 5e-4) -> np.ndarr
   return kernel.astype(np.float32)
 
 
+WHITENING_IMAGES = 5000  # The whitening conv is computed from the first this-many training images.
+
+
 def set_whitening_kernel(params, kernel):
   """`params` (a Flax params dict) with the whitening conv's kernel replaced by `kernel`."""
   kernel = jnp.asarray(kernel, params['whiten']['kernel'].dtype)
@@ -159,6 +162,13 @@ class WhitenedVGG(nn.Module):
   # makes the XLA:CPU train step ~10% faster.
   gelu_approximate: bool = True
   dtype: Any = jnp.float32
+
+  @staticmethod
+  def init_from_data(train_images, normalize):
+    """The model's init hook (train.build): params -> params with the whitening kernel of the first
+    WHITENING_IMAGES training images, `normalize`d as in training."""
+    kernel = whitening_kernel(jax.device_get(normalize(train_images[:WHITENING_IMAGES])))
+    return lambda params: set_whitening_kernel(params, kernel)
 
   @nn.compact
   def __call__(self, x, train: bool = True):

@@ -2,12 +2,12 @@
 
 The whole recipe, and where each piece lives:
 
-  net            models/whitened_vgg.py: a frozen 2x2 patch-whitening conv (`whitening_params` sets it
+  net            models/whitened_vgg.py: a frozen 2x2 patch-whitening conv (`WhitenedVGG.init_from_data` sets it
                  from the first 5,000 normalized training images), three conv-pool-BN-GELU blocks of
                  64/256/256 channels, BatchNorm momentum 0.6, a head whose logits are scaled by 1/9.
   data           channel mean/std normalization; all 50,000 images train (num_val_examples 0).
   augmentation   reflect-pad by 2 and crop back (config crop_padding, crop_padding_mode: data.augment),
-                 and `alternating_flip` (config flip='alternating'): every image mirrored at random in
+                 and switches.alternating_flip (config flip='alternating'): every image mirrored at random in
                  epoch 0, then exactly the other way round each epoch after, where independent coin
                  flips show half the images the same view two epochs running.
   loss           cross-entropy with label smoothing 0.2 (switches.cross_entropy).
@@ -19,12 +19,7 @@ The whole recipe, and where each piece lives:
   evaluation     test-time augmentation 'flip_translate' (switches.tta_logits): the image and its mirror,
                  each also moved one pixel up-left and down-right, six views.
 
-Why Muon rather than airbench94's Nesterov SGD + Lookahead: it reaches the same 94.0% in 8 epochs
-instead of 9.9 (20% less compute, and on a CPU compute is the whole cost; three Newton-Schulz
-iterations on the six filter matrices are 6.4 GFLOP, 0.5% of a batch-2000 step), and it needs no
-Lookahead, whose airbench form (a step-dependent blend every 5 steps that also averages the
-BatchNorm statistics) optax.lookahead cannot express (fixed slow step size, params only) and which
-would change the train state.
+Why Muon rather than airbench94's Nesterov SGD + Lookahead: docs/design.md.
 
 Learning rates are airbench's, which are for a loss *summed* over the batch; the grads this
 optimizer expects are of the batch *mean*, so the SGD rates are multiplied by the batch size
@@ -38,29 +33,7 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers, scale_by_muon
 
-from jaxresnet import data
-from jaxresnet.infra import config as config_lib
-from jaxresnet.infra.errors import ConfigError
 from jaxresnet.models import whitened_vgg
-
-
-# ---------------------------------------------------------------- augmentation (in jit)
-
-def flip_mask(key: jax.Array, indices: jax.Array, epoch) -> jax.Array:
-  """Whether each image (by dataset index) is mirrored in `epoch`: random in epoch 0, then its complement on odd epochs.
-
-  `key` must be the same for the whole run (it fixes the epoch-0 flips); `epoch` may be traced.
-  """
-  first = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(indices)
-  return jnp.logical_xor(first, epoch % 2 == 1)
-
-
-def alternating_flip(images: jax.Array, epoch, key: jax.Array, indices=None) -> jax.Array:
-  """NHWC images mirrored per flip_mask; `indices`: their dataset indices (default: 0..N-1, the whole set)."""
-  if indices is None:
-    indices = jnp.arange(images.shape[0])
-  mask = flip_mask(key, indices, epoch)
-  return jnp.where(mask[:, None, None, None], images[:, :, ::-1], images)
 
 
 # ---------------------------------------------------------------- optimizer
@@ -150,31 +123,23 @@ def steps(num_train: int, batch_size: int, epochs: float) -> int:
 AIRBENCH_FILTER_LR, AIRBENCH_BIAS_LR, AIRBENCH_HEAD_LR = 0.24, 0.053, 0.67
 FILTER_MOMENTUM = 0.6  # Muon's momentum (the config's momentum is the SGD groups', 0.85).
 WHITEN_BIAS_EPOCHS = 3  # The whitening bias trains for this many epochs, then stays.
-WHITENING_IMAGES = 5000  # The whitening conv is computed from the first this-many training images.
 
 
-def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch: int) -> optax.GradientTransformation:
-  """make_optimizer for config.optimizer == 'airbench_muon', following the config's schedule `learning_rate`."""
+def optimizer_from_config(config, learning_rate: optax.Schedule, steps_per_epoch: int,
+                          batch_size: int) -> optax.GradientTransformation:
+  """make_optimizer with the config's rates, momentum and weight decay, following its schedule `learning_rate`,
+  for the run's `batch_size`."""
   scale = config.learning_rate / AIRBENCH_FILTER_LR
   multiplier = (lambda step: learning_rate(step) / config.learning_rate) if config.learning_rate else learning_rate
   return make_optimizer(
-      total_steps=0, whiten_bias_steps=WHITEN_BIAS_EPOCHS * steps_per_epoch, batch_size=config.batch_size,
+      total_steps=0, whiten_bias_steps=WHITEN_BIAS_EPOCHS * steps_per_epoch, batch_size=batch_size,
       multiplier=multiplier,  # The config's schedule, in place of make_optimizer's own decay over total_steps.
       filter_lr=config.learning_rate, filter_momentum=FILTER_MOMENTUM, bias_lr=AIRBENCH_BIAS_LR * scale,
       head_lr=AIRBENCH_HEAD_LR * scale, momentum=config.momentum, weight_decay=config.weight_decay,
       head_width=whitened_vgg.WhitenedVGG.widths[-1], logit_scale=whitened_vgg.WhitenedVGG.logit_scale)
 
 
-def whitening_params(train_images, mean, std):
-  """params -> params with the whitening kernel of the training set's first images, normalized as in training."""
-  images = data.normalize(train_images[:WHITENING_IMAGES], mean, std)
-  kernel = whitened_vgg.whitening_kernel(jax.device_get(images))
-  return lambda params: whitened_vgg.set_whitening_kernel(params, kernel)
-
-
-@config_lib.library_check
-def check_config(config) -> None:
-  """'airbench_muon' labels a whitened_vgg's parameters: it works on that net only."""
-  if config.optimizer == 'airbench_muon' and config.model != 'whitened_vgg':
-    raise ConfigError(f"config.optimizer='airbench_muon' trains whitened_vgg's parameter groups; "
-                      f'config.model={config.model!r} has none of them (use sgd, adam, ...)')
+# The optimizers this recipe adds to optim.OPTIMIZERS: name -> factory(config, schedule, steps per epoch, batch size).
+OPTIMIZERS = {'airbench_muon': optimizer_from_config}
+# The nets whose parameter groups each of them labels: the only nets it can train (optim.check_config).
+OPTIMIZER_MODELS = {'airbench_muon': ('whitened_vgg',)}

@@ -6,34 +6,14 @@ passed in, so a step stays a pure function of (state, batch) and a resumed run
 is bit-identical. Where each op runs in the input pipeline:
 
   uint8 batch -> apply_policy (RandAugment / AutoAugment, uint8 in and out)
-              -> data.normalize -> data.augment (pad-crop, flip)
+              -> data.normalize -> data.augment (pad-crop, flip) -> a FLIPS flip (config.flip)
               -> cutout (normalized floats: 0 is the mean)
               -> mix (mixup / cutmix on normalized floats, one-hot labels in, soft labels out)
               -> model -> cross_entropy(logits, soft or integer labels, label_smoothing)
 
-Libraries checked, and what was taken from each:
-  * optax: `smooth_labels` + `softmax_cross_entropy` (the loss), `incremental_update`
-    (the parameter EMA; `optax.ema` is not one: it averages the *updates* it is fed,
-    starts from zeros and debiases, so it is an optimizer moment, not a copy of the
-    weights), `contrib.sam` in opaque mode (SAM around any optimizer).
-  * jax.scipy.ndimage.map_coordinates: the nearest-neighbour resampling of rotate,
-    shear and translate.
-  * dm-pix (DeepMind): its colour ops follow tf.image (additive brightness, contrast
-    around each channel's own mean) on [0, 1] floats, not the PIL ops RandAugment
-    and AutoAugment were defined and tuned with; it has no equalize, autocontrast,
-    posterize or sharpness; its affine_transform with order=0 is the same
-    map_coordinates call used here. Not worth a dependency for that.
-  * augmax: randomized geometric/colour transform classes; no RandAugment or
-    AutoAugment, no equalize/autocontrast/posterize/sharpness.
-  * imax: has a JAX port of TF's RandAugment, but it is a one-author beta
-    (0.0.1b11) whose op set and ranges are not the paper's (rotations up to 180
-    degrees, shear up to 1.0, flips and cutout among the ops, random magnitudes).
-  * big_vision / the TF EfficientNet code: RandAugment in tf.data (TensorFlow), not
-    usable inside a jitted JAX step.
-So the PIL-style image ops below are written by hand in jnp, with the magnitude
-ranges torchvision uses for both RandAugment and AutoAugment.
+Why these are written here rather than taken from a library: docs/design.md.
 """
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +22,69 @@ import optax
 
 from jaxresnet.infra import config as config_lib
 from jaxresnet.infra.errors import ConfigError
+
+# --------------------------------------------------------------------------
+# The table of recipe switches: each one's config field, where in the step it acts and the id its random
+# key is folded with (train.recipe_key; None: it draws nothing), in the order the start line names them.
+
+
+class Switch(NamedTuple):
+  field: str
+  place: str  # 'uint8 batch', 'augment', 'normalized batch', 'mix', 'loss', 'update' or 'evaluation'.
+  key: Optional[int]
+  label: str  # Its name on the start line.
+
+
+SWITCHES = (
+    Switch('randaugment', 'uint8 batch', 1, 'randaugment'),
+    # The flip draws from the run's key (the same every step), the others from the step's.
+    Switch('flip', 'augment', 4, 'flip'),
+    Switch('cutout', 'normalized batch', 2, 'cutout'),
+    Switch('mixup_alpha', 'mix', 3, 'mixup'),
+    Switch('cutmix_alpha', 'mix', 3, 'cutmix'),
+    Switch('label_smoothing', 'loss', None, 'label_smoothing'),
+    Switch('ema_decay', 'update', None, 'ema'),
+    Switch('tta', 'evaluation', None, 'tta'),
+    Switch('sam_rho', 'update', None, 'sam'),
+)
+KEYS = {switch.field: switch.key for switch in SWITCHES}
+
+
+def switched_on(config):
+  """(switch, value) of every switch the config sets away from its default, in SWITCHES' order."""
+  return [(switch, config[switch.field]) for switch in SWITCHES
+          if config[switch.field] != config_lib.SCHEMA[switch.field].default]
+
+
+def describe(switch: Switch, value) -> str:
+  """How the start line names a switch that is on, e.g. 'cutout 16' ('autoaugment' names itself)."""
+  return str(value) if value == 'autoaugment' else f'{switch.label} {value}'
+
+
+# --------------------------------------------------------------------------
+# The flip of the training batch (config.flip).
+
+
+def flip_mask(key: jax.Array, indices: jax.Array, epoch) -> jax.Array:
+  """Whether each image (by dataset index) is mirrored in `epoch`: random in epoch 0, then its complement on odd epochs.
+
+  `key` must be the same for the whole run (it fixes the epoch-0 flips); `epoch` may be traced.
+  """
+  first = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(indices)
+  return jnp.logical_xor(first, epoch % 2 == 1)
+
+
+def alternating_flip(images: jax.Array, epoch, key: jax.Array, indices=None) -> jax.Array:
+  """NHWC images mirrored per flip_mask; `indices`: their dataset indices (default: 0..N-1, the whole set)."""
+  if indices is None:
+    indices = jnp.arange(images.shape[0])
+  mask = flip_mask(key, indices, epoch)
+  return jnp.where(mask[:, None, None, None], images[:, :, ::-1], images)
+
+
+# config.flip -> flip(images, epoch, key, indices) after the crop; None: data.augment's own coin per image and step.
+FLIPS: Dict[str, Optional[Callable]] = {'random': None, 'alternating': alternating_flip}
+
 
 # --------------------------------------------------------------------------
 # Cutout (DeVries & Taylor 2017), on normalized images.

@@ -33,7 +33,6 @@ from jaxresnet.infra import devices
 from jaxresnet.infra import heartbeat
 from jaxresnet.infra import host_memory
 from jaxresnet.training import evaluation
-from jaxresnet.training import fast94
 from jaxresnet.training import jobs
 from jaxresnet import models
 from jaxresnet.training import optim
@@ -80,7 +79,7 @@ class Recipe:
   sam: bool = False
   crop_padding: int = 4
   crop_padding_mode: str = 'constant'
-  flip: str = 'random'  # Or 'alternating' (fast94.alternating_flip).
+  flip: str = config_lib.SCHEMA['flip'].default  # A key of switches.FLIPS.
 
   @classmethod
   def from_config(cls, config, num_classes: int) -> 'Recipe':
@@ -94,14 +93,9 @@ class Recipe:
     return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
 
-def seeds(config):
-  """The seed of every member: config.seed, config.seed + 1, ..."""
-  return [config.seed + k for k in range(config.num_seeds)]
-
-
 def seed_keys(config, fold: Optional[int] = None) -> jax.Array:
   """PRNGKey(seed) (folded with `fold`), with a leading members axis for a population."""
-  keys = [jax.random.PRNGKey(s) for s in seeds(config)]
+  keys = [jax.random.PRNGKey(s) for s in config_lib.seeds(config).all]
   if fold is not None:
     keys = [jax.random.fold_in(k, fold) for k in keys]
   return keys[0] if config.num_seeds == 1 else jnp.stack(keys)
@@ -130,12 +124,12 @@ def step_rngs(state: TrainState):
   return jax.random.split(jax.random.fold_in(state.rng, state.step))
 
 
-# The recipe switches draw from the step's augmentation key folded with these, so the crop and
-# flip (the augmentation key itself) stay what they were before the switches existed.
-POLICY_KEY, CUTOUT_KEY, MIX_KEY = 1, 2, 3
-# The alternating flip's epoch-0 coin of each image comes from the run's key folded with this: the
+# The recipe switches draw from the step's augmentation key folded with these (switches.SWITCHES), so the crop
+# and flip (the augmentation key itself) stay what they were before the switches existed.
+POLICY_KEY, CUTOUT_KEY, MIX_KEY = (switches.KEYS[field] for field in ('randaugment', 'cutout', 'mixup_alpha'))
+# A switches.FLIPS flip's epoch-0 coin of each image comes from the run's key folded with this: the
 # same for every step, so that each later epoch can mirror the image the other way round.
-FLIP_KEY = 4
+FLIP_KEY = switches.KEYS['flip']
 
 
 def recipe_key(state: TrainState, which: int) -> jax.Array:
@@ -190,18 +184,18 @@ def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray,
 def prepare_images(state: TrainState, images_uint8, augment: bool, recipe: Optional[Recipe] = None,
                    indices=None, epoch=None):
   """The step's training batch: RandAugment/AutoAugment (uint8), normalized, then (with `augment`)
-  padded, cropped and flipped, then cut out. The alternating flip needs the images' dataset `indices`
+  padded, cropped and flipped, then cut out. A flip of switches.FLIPS gets the images' dataset `indices`
   and the `epoch`."""
   if recipe is not None:
     images_uint8 = switches.apply_policy(recipe_key(state, POLICY_KEY), images_uint8, recipe.policy)
   images = data.normalize(images_uint8, state.input_mean, state.input_std)
   if augment:
     recipe = recipe or Recipe(num_classes=0)
-    alternating = recipe.flip == 'alternating'
+    flip = switches.FLIPS[recipe.flip]
     images = data.augment(step_rngs(state)[0], images, recipe.crop_padding, recipe.crop_padding_mode,
-                          flip=not alternating)
-    if alternating:
-      images = fast94.alternating_flip(images, epoch, jax.random.fold_in(state.rng, FLIP_KEY), indices)
+                          flip=flip is None)
+    if flip is not None:
+      images = flip(images, epoch, jax.random.fold_in(state.rng, FLIP_KEY), indices)
   if recipe is not None and recipe.cutout:
     images = switches.cutout(recipe_key(state, CUTOUT_KEY), images, recipe.cutout)
   return images
@@ -259,12 +253,13 @@ def build(config, dataset: data.Dataset, mesh):
   num_train = len(dataset.train_labels)
   schedule = optim.create_learning_rate_schedule(config, num_train // config.batch_size,
                                                  config_lib.num_train_steps(config, num_train))
-  tx = optim.create_optimizer(config, schedule, num_train // config.batch_size)
+  tx = optim.create_optimizer(config, schedule, num_train // config.batch_size, config.batch_size)
   if config.sam_rho > 0:
     tx = switches.sam(tx, config.sam_rho)
   mean, std = data.input_statistics(dataset.train_images, config.normalization)
-  # whitened_vgg's first conv whitens the training patches: computed from the data, never trained.
-  init_params = fast94.whitening_params(dataset.train_images, mean, std) if config.model == 'whitened_vgg' else None
+  # A model's own init hook sets weights from the training data (whitened_vgg's whitening conv), never trained.
+  init_from_data = getattr(type(model), 'init_from_data', None)
+  init_params = init_from_data(dataset.train_images, lambda x: data.normalize(x, mean, std)) if init_from_data else None
   init = lambda rng: create_train_state(model, tx, rng, mean, std, dataset.train_images.shape[1:],
                                         ema=config.ema_decay > 0, init_params=init_params)
   state = jax.jit(devices.over_members(init, config.num_seeds),
@@ -387,7 +382,8 @@ def check_some_member_trains(config, window: jobs.MetricWindow, last_good_step: 
   """One line (NonFiniteLossError) once every member of a population has diverged: nothing trains any more."""
   if config.num_seeds == 1 or len(window.diverged) < config.num_seeds:
     return
-  which = ', '.join(f'seed {seeds(config)[member]} at step {at}' for member, at in sorted(window.diverged.items()))
+  seeds = config_lib.seeds(config).all
+  which = ', '.join(f'seed {seeds[member]} at step {at}' for member, at in sorted(window.diverged.items()))
   raise jobs.NonFiniteLossError(
       f'every seed of the population diverged ({which}; loss or weights not finite): nothing is left to train. '
       f'The last checkpoint is step {last_good_step or "none"}; lower the learning rate')
@@ -397,7 +393,7 @@ def already_finished(config, workdir: str, run_lock) -> Dict[str, Any]:
   """The summary in results.json of a run that reached its last step, said in a few lines; nothing is redone."""
   if run_lock is not None:
     run_lock.release()
-  summaries = [rundir.read_results(directory) for directory in member_dirs(config, workdir)]
+  summaries = [rundir.read_results(directory) for directory in rundir.member_dirs(config, workdir)]
   step = summaries[0]['step']
   if jax.process_index() == 0:
     print(f'{workdir}: already finished at step {step} (results.json); nothing to train or evaluate', flush=True)
@@ -426,19 +422,6 @@ def eval_views(mesh, config) -> List[tuple]:
   return views
 
 
-def member_dirs(config, workdir: str) -> List[str]:
-  """Where each member's metrics and results go: the workdir itself for a single run (rundir.member_dirs)."""
-  return rundir.member_dirs(config, workdir)
-
-
-def member_config(config, seed: int) -> ml_collections.ConfigDict:
-  """The config of the single run a population member equals."""
-  member = config.copy_and_resolve_references()
-  with member.unlocked():
-    member.seed, member.num_seeds = seed, 1
-  return member
-
-
 def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jobs.Console] = None,
                    newly_diverged: Optional[Dict[int, int]] = None):
   """The device mask of the members that stopped training (None for a single run); reports the new ones."""
@@ -446,8 +429,8 @@ def frozen_members(mesh, config, window: jobs.MetricWindow, console: Optional[jo
     return None
   if console is not None:
     for member, step in sorted((newly_diverged or {}).items()):
-      console.print(f'warning: seed {seeds(config)[member]} diverged at step {step} (loss or weights not '
-                    'finite); it is frozen there and the other seeds go on')
+      console.print(f'warning: seed {config_lib.seeds(config).all[member]} diverged at step {step} (loss or '
+                    'weights not finite); it is frozen there and the other seeds go on')
   mask = np.zeros(config.num_seeds, bool)
   mask[list(window.diverged)] = True
   return devices.replicate(mesh, mask)
@@ -457,17 +440,17 @@ def start_console(config, workdir, size, dataset, start_step, total_steps):
   """(console, the step of the last record kept): writes config.json (per member too) and opens the metrics,
   dropping records after `start_step`; the first lines say what is trained where."""
   is_main = jax.process_index() == 0
-  dirs = member_dirs(config, workdir)
+  dirs, seeds = rundir.member_dirs(config, workdir), config_lib.seeds(config).all
   config_files = {workdir: config}  # A population's, and each member's: the single run it equals.
   if config.num_seeds > 1:
-    config_files.update({d: member_config(config, s) for d, s in zip(dirs, seeds(config))})
+    config_files.update({d: config_lib.member_config(config, s) for d, s in zip(dirs, seeds)})
   if is_main:
     for directory, run_config in config_files.items():
       rundir.write_config(directory, run_config, dataset.fingerprint)
   writers = [MetricWriter(directory, enabled=is_main) for directory in dirs]
   last_logged = [writer.truncate_after(start_step) for writer in writers][0]
   console = jobs.Console(writers, total_steps, start_step, enabled=is_main)
-  population = f'; {config.num_seeds} seeds {seeds(config)[0]}-{seeds(config)[-1]} in one program' \
+  population = f'; {config.num_seeds} seeds {seeds[0]}-{seeds[-1]} in one program' \
       if config.num_seeds > 1 else ''
   switched_on = switches_line(config)
   num_params, macs = size
@@ -480,20 +463,12 @@ def start_console(config, workdir, size, dataset, start_step, total_steps):
 
 
 def switches_line(config) -> str:
-  """The recipe switches that are on, with their settings, e.g. 'cutout 16, label_smoothing 0.1' ('' if none)."""
-  on = []
-  if config.randaugment:
-    on.append('autoaugment' if config.randaugment == 'autoaugment' else f'randaugment {config.randaugment}')
-  if config.flip != 'random':
-    on.append(f'flip {config.flip}')
-  if config.optimizer == 'airbench_muon':
-    on.append('airbench_muon')
-  for name, value in (('cutout', config.cutout), ('mixup', config.mixup_alpha), ('cutmix', config.cutmix_alpha),
-                      ('label_smoothing', config.label_smoothing), ('ema', config.ema_decay), ('tta', config.tta),
-                      ('sam', config.sam_rho)):
-    if value:
-      on.append(f'{name} {value}')
-  return ', '.join(on)
+  """The recipe switches that are on (switches.SWITCHES, and a recipe's own optimizer after the flip), with their
+  settings, e.g. 'cutout 16, label_smoothing 0.1' ('' if none)."""
+  on = switches.switched_on(config)
+  inputs = [switches.describe(switch, value) for switch, value in on if switch.place in ('uint8 batch', 'augment')]
+  others = [switches.describe(switch, value) for switch, value in on if switch.place not in ('uint8 batch', 'augment')]
+  return ', '.join(inputs + [name for name in [optim.own_optimizer(config)] if name] + others)
 
 
 def device_names() -> str:
@@ -508,7 +483,8 @@ def write_results(config, workdir, console, evaluator, state, step, size, datase
     evaluator(state)
   summaries = []
   num_params, macs = size
-  for member, (seed, directory, results) in enumerate(zip(seeds(config), member_dirs(config, workdir),
+  for member, (seed, directory, results) in enumerate(zip(config_lib.seeds(config).all,
+                                                          rundir.member_dirs(config, workdir),
                                                           evaluator.results)):
     summary = {'model': config.model, 'step': step, 'seed': seed, 'num_params': num_params, 'macs': macs,
                'devices': device_names(),
