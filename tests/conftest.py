@@ -13,6 +13,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_ARCHIVE = os.path.join(REPO, '..', 'shared', 'data', 'cifar10_jpeg.tar.gz')
 
 
+REAL_DATA_FIXTURES = {'cifar10_jpeg', 'cifar10_subset'}
+
+
+def pytest_collection_modifyitems(items):
+  """A test that reads the real archive is `slow` (out of the fast tier) wherever it lives, marked or not."""
+  for item in items:
+    if REAL_DATA_FIXTURES & set(getattr(item, 'fixturenames', ())):
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope='session')
 def _shared_compilation_cache(tmp_path_factory):
   """One persistent XLA compilation cache for the session (and its subprocesses and xdist workers).

@@ -126,6 +126,7 @@ def test_flipped_bytes_in_a_real_checkpoint_are_caught_by_evaluate_and_resume(tr
   assert caught_by_evaluate >= 1  # At least the last: it hits the weights too.
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_commands_fall_back_from_a_flipped_checkpoint_in_one_line(trained, image_folder):
   workdir, _, _ = trained
   damaged = copy_of(workdir, 'flipped')

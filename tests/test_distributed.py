@@ -11,8 +11,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import HANG_TIMEOUT_S, REPO
+
+pytestmark = pytest.mark.slow  # every test here spawns processes
 
 WORKER = os.path.join(REPO, 'tests', 'distributed_worker.py')
 

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here spawns processes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Prints how many new mmap'ed blocks one 256 MiB malloc makes after the imports: 1 with glibc's defaults

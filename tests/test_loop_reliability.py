@@ -136,6 +136,7 @@ def without_timing(records):
   return [{k: v for k, v in r.items() if k != 'train_images_per_second'} for r in records]
 
 
+@pytest.mark.slow
 def test_kill_9_during_an_evaluation_loses_no_record_and_the_resumed_log_equals_an_uninterrupted_one(
     image_folder, tmp_path):
   reference, killed = str(tmp_path / 'reference'), str(tmp_path / 'killed')
@@ -162,6 +163,7 @@ def test_kill_9_during_an_evaluation_loses_no_record_and_the_resumed_log_equals_
   assert [step for step, _ in scalars['train_loss']] == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_a_resumed_writer_drops_the_tensorboard_points_it_will_write_again(tmp_path):
   writer = MetricWriter(str(tmp_path))
   for step in (2, 4, 6):
@@ -241,6 +243,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_empty_file(image_
   assert empty_files(workdir) == []
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_the_first_checkpoint_is_one_line_on_the_terminal(image_folder, tiny_disk):
   leave_free(tiny_disk, 16)
   workdir = os.path.join(tiny_disk, 'run')

@@ -21,6 +21,7 @@ from conftest import HANG_TIMEOUT_S, REPO, tiny_config
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'
 
 
+@pytest.mark.slow
 def test_runs_with_four_devices():
   if jax.device_count() == 4:
     pytest.skip('already inside the 4-device child')

@@ -70,6 +70,7 @@ def test_long_runs_are_drawn_in_units_of_1e4_iterations(tmp_path):
   assert ax.get_ylim() == (0, 20)  # The paper's axis, as the final error fits in it.
 
 
+@pytest.mark.slow
 def test_plot_cli_draws_every_run_under_the_dirs_to_a_png_of_the_figure_size(tmp_path):
   plain = write_run(tmp_path / 'plain20', 'plain20')
   reproduction = tmp_path / 'reproduction'  # A reproduce workdir: runs one level further down.
@@ -86,6 +87,7 @@ def test_plot_cli_draws_every_run_under_the_dirs_to_a_png_of_the_figure_size(tmp
       plain, str(reproduction / 'resnet20' / 'seed0'), str(reproduction / 'resnet20' / 'seed1')]
 
 
+@pytest.mark.slow
 def test_plot_cli_without_runs_is_one_error_line(tmp_path):
   (tmp_path / 'empty').mkdir()
   result = run_module('jaxresnet.plot', f'--workdir={tmp_path / "empty"}', f'--output={tmp_path / "x.png"}')
@@ -100,6 +102,7 @@ def test_find_workdirs_rejects_a_missing_dir(tmp_path):
     plot.find_workdirs([str(tmp_path / 'nope')])
 
 
+@pytest.mark.slow
 def test_plot_cli_without_output_writes_into_the_first_workdir(tmp_path):
   first = write_run(tmp_path / 'runs' / 'resnet20', 'resnet20')
   second = write_run(tmp_path / 'runs' / 'plain20', 'plain20')

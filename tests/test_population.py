@@ -71,6 +71,7 @@ def test_population_outputs_one_folder_per_seed_and_single_runs_keep_the_old_lay
   assert json.load(open(os.path.join(population, 'config.json')))['num_seeds'] == 2
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_take_the_seed(image_folder, tmp_path):
   population = str(tmp_path / 'population')
   summary = train.train_and_evaluate(tiny_config(image_folder, num_seeds=2, seed=7), population)
@@ -114,6 +115,7 @@ def test_train_step_of_a_frozen_member_changes_nothing_but_the_step(image_folder
   assert not np.array_equal(jax.tree_util.tree_leaves(moved.params)[0], jax.tree_util.tree_leaves(state.params)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('value, message', [
     ('0', 'config.num_seeds=0 must be a whole number of at least 1'),
     ('-2', 'config.num_seeds=-2 must be a whole number of at least 1'),
@@ -127,6 +129,7 @@ def test_bad_num_seeds_is_one_line(image_folder, tmp_path, value, message):
   assert not os.path.exists(tmp_path / 'run')
 
 
+@pytest.mark.slow
 def test_num_seeds_that_is_not_an_integer_is_one_line(image_folder, tmp_path):
   result = run_module('jaxresnet.main', '--config=configs/default.py', f'--workdir={tmp_path / "run"}',
                       '--config.num_seeds=1.5')

@@ -38,6 +38,7 @@ def lines(text, prefix=''):
   return [l for l in text.splitlines() if l.startswith(prefix)]
 
 
+@pytest.mark.slow
 def test_predict_a_folder_with_a_broken_file(run):
   workdir, samples = run
   result = run_module('jaxresnet.predict', f'--workdir={workdir}', '--top_k=2', str(samples))

@@ -99,6 +99,7 @@ def test_a_run_dir_from_before_a_field_was_added_to_the_defaults_is_the_same_run
 # End to end on tiny runs.
 
 
+@pytest.mark.slow
 def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_path):
   workdir, output = tmp_path / 'he2016', tmp_path / 'results' / 'table.md'
   args = [f'--workdir={workdir}', '--models=resnet8,plain8', '--seeds=1', f'--output={output}',
@@ -287,6 +288,7 @@ def test_report_means_finished_seeds_and_shows_the_rest_as_they_are(tmp_path):
   assert os.path.exists(tmp_path / 'figure6.png')
 
 
+@pytest.mark.slow
 def test_export_copies_the_finished_runs_records_and_the_report_is_the_same_from_them(tmp_path):
   workdir, target = tmp_path / 'runs', tmp_path / 'results'
   fake_run(workdir, 'resnet20', 0, test_error=0.08)
@@ -344,6 +346,7 @@ def test_report_of_an_empty_workdir_says_so(tmp_path):
   assert 'no runs yet' in markdown and 'figure6.png' not in markdown
 
 
+@pytest.mark.slow
 def test_report_cli_names_tfds_cifar10_and_rejects_a_missing_dir(tmp_path):
   fake_run(tmp_path, 'plain20', 0, test_error=0.1, dataset='cifar10')
   result = run_module('jaxresnet.report', f'--workdir={tmp_path}', check=True)

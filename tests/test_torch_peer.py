@@ -263,6 +263,7 @@ def test_without_torch_the_peer_is_one_config_error(peer, image_folder, tmp_path
   assert not os.path.exists(tmp_path / 'run') and not os.path.exists(tmp_path / 'he2016')
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports_bad_input_in_one_line(peer, image_folder, tmp_path):
   workdir = tmp_path / 'run'
   common = ['--config=configs/resnet20.py', '--config.model=resnet8', '--config.dataset=image_folder',
@@ -278,6 +279,7 @@ def test_cli_trains_and_reports_bad_input_in_one_line(peer, image_folder, tmp_pa
   assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown model 'resnet21'")
 
 
+@pytest.mark.slow
 def test_a_real_data_peer_run_is_read_by_report_and_plot(peer, cifar10_subset, tmp_path):
   workdir = tmp_path / 'he2016'
   run = tables.peer_run_dir(str(workdir), 'resnet8', 0)

@@ -102,6 +102,7 @@ def test_same_seed_same_run_other_seed_other_run(image_folder, tmp_path):
   assert not all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['c']))
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reports_the_checkpoint(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   summary = train.train_and_evaluate(tiny_config(image_folder), workdir)

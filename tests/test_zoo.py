@@ -180,6 +180,7 @@ def test_each_config_builds_and_takes_one_train_step(name):
   assert bool(jnp.all(moved)), 'every parameter should get an update'
 
 
+@pytest.mark.slow
 def test_smallest_new_config_trains_from_the_cli(tmp_path):
   classes = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
   folder = write_image_folder(tmp_path / 'images', classes=classes, train_per_class=4, test_per_class=1)
