@@ -81,6 +81,7 @@ def test_custom_folder_errors(run):
       f"error: image folder '{root / 'missing'}' does not exist"
 
 
+@pytest.mark.slow
 def test_restore_model_needs_no_data_and_loads_old_configs(run):
   workdir, _, _, root = run
   _, _, _, full = inference.restore_run(workdir)
@@ -131,6 +132,7 @@ def test_a_run_with_max_eval_examples_evaluates_a_fixed_subset_and_evaluate_says
                             f'loss {summary["test_loss"]:.4f}  accuracy {100 * summary["test_accuracy"]:.2f}%')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('vanishes_in', ['read_metadata', 'restore'])
 def test_a_checkpoint_rotated_away_while_evaluate_reads_it_is_not_called_unreadable(image_folder, tmp_path,
                                                                                    monkeypatch, capfd, vanishes_in):

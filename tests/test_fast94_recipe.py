@@ -102,6 +102,7 @@ def test_run_clock_counts_nested_compile_spans_once_and_carries_over_a_resume():
   assert real.compile_seconds() > 0
 
 
+@pytest.mark.slow
 def test_build_sets_the_whitening_conv_from_the_normalized_training_images(tmp_path):
   config = fast94_config(write_image_folder(tmp_path / 'images'))
   dataset = data.load_dataset(config)

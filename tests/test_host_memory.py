@@ -5,8 +5,6 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # every test here spawns processes
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Prints how many new mmap'ed blocks one 256 MiB malloc makes after the imports: 1 with glibc's defaults
@@ -25,7 +23,8 @@ block = libc.malloc(256 << 20)
 print(libc.mallinfo().hblks - before)
 '''
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings: Linux only')
+pytestmark = [pytest.mark.slow,  # Every test here spawns processes.
+              pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings: Linux only')]
 
 
 def mapped_blocks(imports: str, **env) -> int:

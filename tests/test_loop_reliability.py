@@ -89,6 +89,7 @@ def test_checkpoints_and_evaluations_are_not_counted_as_training_time(image_fold
 # A population whose every member diverged (item 4).
 
 
+@pytest.mark.slow
 def test_a_population_whose_every_seed_diverged_stops_in_one_line(image_folder, tmp_path):
   workdir = str(tmp_path / 'population')
   config = tiny_config(image_folder, num_seeds=2, learning_rate=1e30, lr_boundaries=(100,), num_train_steps=30,
@@ -186,6 +187,7 @@ def refuse(constant):
   raise ValueError(f'not JSON: {constant}')
 
 
+@pytest.mark.slow
 def test_results_of_a_run_whose_updates_were_all_skipped_are_strict_json(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, learning_rate=1e30, skip_nonfinite_updates=True,
@@ -259,6 +261,7 @@ def test_a_full_disk_at_the_first_checkpoint_is_one_line_on_the_terminal(image_f
 # The start line (item 10) and a finished run run again (item 11).
 
 
+@pytest.mark.slow
 def test_the_start_line_names_the_switches_that_are_on(image_folder, tmp_path, capsys):
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=1, cutout=4, label_smoothing=0.1),
                            str(tmp_path / 'run'))

@@ -164,6 +164,7 @@ def corrupt(workdir, step):
         f.truncate(size // 2)
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(image_folder, tmp_path, capfd):
   workdir = str(tmp_path / 'run')
   config = tiny_config(image_folder)
@@ -181,6 +182,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(image_folder, 
   assert_trees_equal(reference, final_state(workdir))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   config = tiny_config(image_folder, learning_rate=1e30, checkpoint_every_steps=1, log_every_steps=1)
@@ -355,6 +357,7 @@ def test_a_config_file_that_gives_no_config_has_its_own_message(tmp_path, name, 
     assert result.stderr.strip().splitlines() == [message.format(path=path)]
 
 
+@pytest.mark.slow
 def test_resume_with_another_seed_or_recipe_is_refused_naming_the_field(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)

@@ -179,6 +179,7 @@ def test_a_workdir_keeps_its_evaluation_subset_and_one_started_before_it_existed
   assert ['max_eval_examples' in plan['settings'] for _, plan in planned] == [True, False, False]
 
 
+@pytest.mark.slow
 def test_a_stopped_run_ends_the_table_and_resumes_with_its_time_added_up(image_folder, tmp_path, monkeypatch):
   if threading.current_thread() is not threading.main_thread():
     pytest.skip('signal handlers need the main thread')

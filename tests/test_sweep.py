@@ -44,6 +44,7 @@ def test_sweep_cli_runs_a_2x1_grid_and_skips_it_on_rerun(image_folder, tmp_path)
   assert 'parameters' not in second.stdout  # No run was started.
 
 
+@pytest.mark.slow
 def test_unfinished_points_resume(image_folder, tmp_path):
   workdir = str(tmp_path / 'sweep')
   grid = [('learning_rate', [0.05])]

@@ -317,6 +317,7 @@ def test_a_real_data_peer_run_is_read_by_report_and_plot(peer, cifar10_subset, t
   assert '- ResNet-8: no comparison yet (jaxresnet has no finished run).' in markdown
 
 
+@pytest.mark.slow
 def test_reproduce_peer_trains_a_peer_run_beside_each_run_and_skips_finished_ones(peer, image_folder, tmp_path,
                                                                                    capsys):
   workdir = str(tmp_path / 'he2016')

@@ -138,6 +138,7 @@ def test_sweep_and_main_refuse_a_workdir_another_process_holds(image_folder, tmp
   assert sorted(os.listdir(workdir)) == ['.lock']  # Neither wrote anything.
 
 
+@pytest.mark.slow
 def test_the_run_releases_its_workdir_when_it_returns(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
