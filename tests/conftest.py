@@ -13,6 +13,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_ARCHIVE = os.path.join(REPO, '..', 'shared', 'data', 'cifar10_jpeg.tar.gz')
 
 
+REAL_DATA_FIXTURES = {'cifar10_jpeg', 'cifar10_subset'}
+
+
+def pytest_collection_modifyitems(items):
+  """A test that reads the real archive is `slow` (out of the fast tier) wherever it lives, marked or not."""
+  for item in items:
+    if REAL_DATA_FIXTURES & set(getattr(item, 'fixturenames', ())):
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope='session')
 def _shared_compilation_cache(tmp_path_factory):
   """One persistent XLA compilation cache for the session (and its subprocesses and xdist workers).
@@ -122,7 +132,12 @@ def cifar10_subset(tmp_path_factory):
   return str(root)
 
 
-def run_module(module, *args, env=None, timeout=600, check=False):
+# A subprocess's time limit guards against a hang, never against a busy machine: under a load of 8-12 on 2 cores a
+# 4-minute child took over 10 (issue 34), so the limit is far above any run's time on a slow machine.
+HANG_TIMEOUT_S = 1800
+
+
+def run_module(module, *args, env=None, timeout=HANG_TIMEOUT_S, check=False):
   """Runs `python -m module args` from the repo root; returns the CompletedProcess."""
   full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
   result = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=full_env,

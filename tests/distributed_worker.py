@@ -17,6 +17,10 @@ import jax
 
 def main(coordinator, num_processes, process_id, image_folder, workdir, output, sigterm_at=None):
   num_processes, process_id = int(num_processes), int(process_id)
+  # Gloo gives up after a fixed 30 s when one process reaches a collective that long before the other, as happens
+  # when a busy machine slows one process's compilation (issue 34). Unoptimised programs compile in a fraction of
+  # the time, which shrinks that gap; what is tested (the processes agree, and stop together) does not depend on it.
+  jax.config.update('jax_disable_most_optimizations', True)
   if num_processes > 1:
     jax.distributed.initialize(coordinator, num_processes, process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top

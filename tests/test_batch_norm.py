@@ -128,6 +128,7 @@ def test_bfloat16_input_keeps_its_dtype_and_float32_statistics():
   np.testing.assert_allclose(out.astype(jnp.float32), reference, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['resnet8', 'plain8', 'resnet18_1111', 'cnn_deep'])
 def test_model_gradients_match_the_same_model_with_autodiff_batchnorm(name, monkeypatch):
   """Whole nets: an unfused BatchNorm, a separate add and ReLU, and autodiff give the same loss and gradients."""

@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 
+import pytest
+
 from conftest import REPO, run_module, write_image_folder
 
 HAVE_TORCH = importlib.util.find_spec('torch') is not None
@@ -19,6 +21,7 @@ def _timing_ok(summary, windows):
   assert len(summary['windows']) == windows
 
 
+@pytest.mark.slow
 def test_throughput_writes_results_json_and_readme_table(tmp_path):
   folder = write_image_folder(tmp_path / 'images', train_per_class=8, test_per_class=2)
   out, readme = tmp_path / 'results', tmp_path / 'README.md'
@@ -72,6 +75,7 @@ def test_throughput_writes_results_json_and_readme_table(tmp_path):
   assert after == before
 
 
+@pytest.mark.slow
 def test_missing_torch_is_reported_in_one_clear_line(tmp_path):
   # A `torch` that fails to import stands in for an environment without torch.
   shim = tmp_path / 'shim' / 'torch'
@@ -91,6 +95,7 @@ def test_missing_torch_is_reported_in_one_clear_line(tmp_path):
   assert r['models']['resnet8']['jax']['train']['images_per_second'] > 0
 
 
+@pytest.mark.slow
 def test_bad_flag_is_one_error_line(tmp_path):
   result = run_module('benchmarks.throughput', '--models=resnet8', '--compare_compiler_options=[1]',
                       f'--out_dir={tmp_path}', '--readme=')
@@ -99,6 +104,7 @@ def test_bad_flag_is_one_error_line(tmp_path):
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 def test_conv_layers_writes_results_json_and_readme_table(tmp_path):
   out, readme = tmp_path / 'layers', tmp_path / 'README.md'
   readme.write_text('# Benchmarks\n\nText kept as it is.\n')
@@ -128,6 +134,7 @@ def test_conv_layers_writes_results_json_and_readme_table(tmp_path):
   assert readme.read_text().count('## Convolutions alone') == 1
 
 
+@pytest.mark.slow
 def test_end_to_end_row_without_data_dir_is_one_line_at_once(tmp_path):
   env = {'CIFAR10_JPEG_DIR': ''}  # Whatever the machine has: the default comes from it.
   result = run_module('benchmarks.throughput', '--models=resnet8', f'--out_dir={tmp_path}', env=env)
@@ -142,6 +149,7 @@ def test_end_to_end_row_without_data_dir_is_one_line_at_once(tmp_path):
   assert missing.stderr.strip().splitlines()[-1].startswith(f'error: --data_dir={tmp_path / "nowhere"} does not exist')
 
 
+@pytest.mark.slow
 def test_readme_is_rewritten_only_with_update_readme(tmp_path):
   folder = write_image_folder(tmp_path / 'images', train_per_class=8, test_per_class=2)
   readme = tmp_path / 'README.md'
@@ -160,6 +168,7 @@ def benchmark_commands():
                 if name.endswith('.py') and "if __name__ == '__main__':" in open(os.path.join(folder, name)).read())
 
 
+@pytest.mark.slow
 def test_every_benchmarks_command_answers_help_with_exit_0():
   commands = benchmark_commands()
   assert {'throughput', 'population', 'report', 'conv_layers'} <= set(commands)
@@ -169,6 +178,7 @@ def test_every_benchmarks_command_answers_help_with_exit_0():
     assert 'usage' in (result.stdout + result.stderr).lower() or 'python -m benchmarks.' in result.stdout, command
 
 
+@pytest.mark.slow
 def test_report_renders_every_results_file_or_names_the_one_it_skips(tmp_path):
   committed = os.path.join(REPO, 'benchmarks', 'results')
   results = tmp_path / 'results'
@@ -192,6 +202,7 @@ def test_report_renders_every_results_file_or_names_the_one_it_skips(tmp_path):
   assert result.stdout.strip().endswith('(2 files skipped)')
 
 
+@pytest.mark.slow
 def test_the_committed_readme_is_what_report_renders_from_the_committed_results(tmp_path):
   readme = tmp_path / 'README.md'
   readme.write_text(open(os.path.join(REPO, 'benchmarks', 'README.md')).read())

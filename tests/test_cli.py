@@ -15,6 +15,7 @@ from jaxresnet.training import train
 COMMANDS = ['main', 'evaluate', 'predict', 'sweep', 'plot', 'report', 'reproduce']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command', COMMANDS)
 def test_help_exits_zero(command):
   result = run_module(f'jaxresnet.{command}', '--help')
@@ -29,6 +30,7 @@ OWN_FLAGS = {'main': ['config', 'workdir', 'distributed'], 'sweep': ['config', '
              'reproduce': ['workdir', 'table', 'seeds', 'peer']}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command', sorted(OWN_FLAGS))
 def test_help_lists_the_commands_own_flags(command):
   result = run_module(f'jaxresnet.{command}', '--help')
@@ -38,12 +40,14 @@ def test_help_lists_the_commands_own_flags(command):
     assert listed, f'--{flag} is not listed by {command} --help'
 
 
+@pytest.mark.slow
 def test_main_help_points_at_the_field_reference_and_the_zoo():
   help_text = run_module('jaxresnet.main', '--help').stdout
   assert 'jaxresnet/infra/config.py' in help_text and 'python -m jaxresnet.infra.config' in help_text
   assert 'python -m jaxresnet.models' in help_text
 
 
+@pytest.mark.slow
 def test_the_field_reference_lists_every_field():
   from jaxresnet.infra import config as config_lib  # pylint: disable=g-import-not-at-top
   lines = run_module('jaxresnet.infra.config', check=True).stdout.splitlines()
@@ -56,6 +60,7 @@ REQUIRED = {'main': '--config, --workdir', 'sweep': '--config, --workdir', 'eval
             'predict': '--workdir', 'plot': '--workdir', 'report': '--workdir', 'reproduce': '--workdir'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command', COMMANDS)
 def test_missing_required_flags_are_one_line_and_exit_1(command):
   result = run_module(f'jaxresnet.{command}')
@@ -89,6 +94,7 @@ MISTAKES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command,args,expected', MISTAKES, ids=[f'{m[0]}-{i}' for i, m in enumerate(MISTAKES)])
 def test_every_user_mistake_is_one_error_line_and_exit_status_1(command, args, expected, tmp_path):
   result = run_module(f'jaxresnet.{command}', *[a.format(tmp=tmp_path) for a in args])
@@ -142,6 +148,7 @@ def interrupt_while_starting(module, *args, timeout=60.0):
   return child.returncode, out, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('command', ['main', 'evaluate', 'predict'])
 def test_ctrl_c_while_starting_is_one_line(command, trained_workdir, image_folder, tmp_path):
   args = {'main': main_args(tmp_path / 'new', image_folder),
@@ -152,6 +159,7 @@ def test_ctrl_c_while_starting_is_one_line(command, trained_workdir, image_folde
   assert err.strip().splitlines() == ['stopped by SIGINT (Ctrl-C)'] and out == ''
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_data_is_decoded_is_one_line_and_leaves_no_files(image_folder, tmp_path):
   cache = tmp_path / 'cache'
   child = start('jaxresnet.main', *main_args(tmp_path / 'new', image_folder), f'--config.cache_dir={cache}')
@@ -175,6 +183,7 @@ def main_args(workdir, data_dir, model='resnet8'):
           '--config.num_val_examples=8']
 
 
+@pytest.mark.slow
 def test_a_workdir_that_is_a_file_is_reported_before_the_data_is_read(tmp_path):
   workdir = tmp_path / 'a_file'
   workdir.write_text('not a directory')
@@ -184,6 +193,7 @@ def test_a_workdir_that_is_a_file_is_reported_before_the_data_is_read(tmp_path):
       f'error: --workdir {workdir} is a file, not a directory; choose another --workdir']  # Not the data's error.
 
 
+@pytest.mark.slow
 def test_another_models_checkpoints_are_reported_before_the_data_is_read(trained_workdir, tmp_path):
   result = run_module('jaxresnet.main', *main_args(trained_workdir, tmp_path / 'no_such_images', model='plain8'))
   assert result.returncode == 1
@@ -192,6 +202,7 @@ def test_another_models_checkpoints_are_reported_before_the_data_is_read(trained
       "'plain8'); use another --workdir"]
 
 
+@pytest.mark.slow
 def test_an_uncreatable_workdir_is_reported_before_the_data_is_read(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('x')
@@ -227,6 +238,7 @@ def run_outside_the_checkout(cwd, *args):
                         text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_outside_the_checkout_a_configs_path_or_a_name_means_the_installed_config(tmp_path):
   installed = importlib.util.find_spec('jaxresnet.configs.resnet32').origin
   workdir = tmp_path / 'run'

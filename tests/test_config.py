@@ -107,6 +107,7 @@ def test_batch_must_divide_over_devices():
     config_lib.validate(config, num_devices=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,status,message', [
     (['--config.nonexistent=1'], 2, "error: unknown config field 'nonexistent'"),
     (['--config.learning_rate=abc'], 2, 'error: flag --config.learning_rate=abc'),

@@ -126,6 +126,7 @@ def test_augment_crops_and_flips_keeping_shape():
   assert np.array_equal(out, data.augment(jax.random.key(1), images))
 
 
+@pytest.mark.slow
 def test_tfds_source_through_mock_data(monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
   # The mocked dataset is not prepared, so the download probe runs first: let it reach a local listener.

@@ -60,6 +60,7 @@ def entries(folder):
   return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
+@pytest.mark.slow
 def test_kill_9_while_unpacking_leaves_a_folder_the_next_run_removes(image_folder, tmp_path):
   archive = str(tmp_path / 'images.tar.gz')
   with tarfile.open(archive, 'w:gz') as tar:
@@ -75,6 +76,7 @@ def test_kill_9_while_unpacking_leaves_a_folder_the_next_run_removes(image_folde
   assert name.startswith('image_folder-') and name.endswith('.npz')
 
 
+@pytest.mark.slow
 def test_kill_9_while_writing_the_cache_leaves_a_file_the_next_run_removes(image_folder, tmp_path, capsys):
   cache = str(tmp_path / 'cache')
   temporary = kill_9_at_cue('write', image_folder, cache)
@@ -92,6 +94,7 @@ def dead_pid():
   return process.pid
 
 
+@pytest.mark.slow
 def test_only_leftovers_of_dead_processes_on_this_host_are_removed(image_folder, tmp_path):
   cache = tmp_path / 'cache'
   cache.mkdir()

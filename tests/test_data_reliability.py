@@ -214,6 +214,7 @@ def run_child_until(hook, folder, cache, env=None):
   return process, cue
 
 
+@pytest.mark.slow
 def test_sigterm_while_writing_the_cache_leaves_no_temporary_file(image_folder, tmp_path):
   cache = str(tmp_path / 'cache')
   process, cue = run_child_until('write', image_folder, cache)
@@ -226,6 +227,7 @@ def test_sigterm_while_writing_the_cache_leaves_no_temporary_file(image_folder, 
   assert cache_files(cache) == []
 
 
+@pytest.mark.slow
 def test_sigterm_while_decoding_an_archive_stops_at_once_and_removes_the_unpacked_copy(image_folder, tmp_path):
   archive = tmp_path / 'images.tar.gz'
   with tarfile.open(archive, 'w:gz') as tar:
@@ -244,6 +246,7 @@ def test_sigterm_while_decoding_an_archive_stops_at_once_and_removes_the_unpacke
   assert cache_files(cache) == []
 
 
+@pytest.mark.slow
 def test_sigterm_with_a_handler_installed_lets_the_cache_write_finish(image_folder, tmp_path, capsys):
   """main installs its own SIGTERM handler; then the write completes and main stops later."""
   cache = str(tmp_path / 'cache')

@@ -11,8 +11,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from conftest import REPO
+from conftest import HANG_TIMEOUT_S, REPO
+
+pytestmark = pytest.mark.slow  # every test here spawns processes
 
 WORKER = os.path.join(REPO, 'tests', 'distributed_worker.py')
 
@@ -40,7 +43,7 @@ def test_two_processes_match_one_process(image_folder, tmp_path):
   workers = [launch([address, '2', str(i), image_folder, str(tmp_path / 'two'), str(tmp_path / f'p{i}.npz')], env)
              for i in range(2)]
   single = launch(['', '1', '0', image_folder, str(tmp_path / 'one'), str(tmp_path / 'single.npz')], env)
-  outputs = [p.communicate(timeout=600)[0] for p in workers + [single]]
+  outputs = [p.communicate(timeout=HANG_TIMEOUT_S)[0] for p in workers + [single]]
   for p, out in zip(workers + [single], outputs):
     assert p.returncode == 0, out[-4000:]
 
@@ -62,7 +65,7 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_step(image_folde
   workers = [launch([address, '2', str(i), image_folder, workdir, str(tmp_path / f'p{i}.json'), '3'], env)
              for i in range(2)]
   try:
-    outputs = [p.communicate(timeout=240)[0] for p in workers]
+    outputs = [p.communicate(timeout=HANG_TIMEOUT_S)[0] for p in workers]
   finally:
     for p in workers:
       if p.poll() is None:

@@ -78,6 +78,7 @@ def test_whitening_kernel_of_uint8_images_normalizes_them_first():
   np.testing.assert_allclose(W.whitening_kernel(u8), W.whitening_kernel(f), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_set_whitening_kernel_replaces_only_that_kernel():
   model = W.WhitenedVGG(**SMALL)
   params = init(model, jnp.zeros((2, 32, 32, 3)))['params']
@@ -127,6 +128,7 @@ def test_labels_and_mask():
   assert not mask['whiten']['kernel'] and mask['whiten']['bias'] and not mask['block1']['norm1']['scale']
 
 
+@pytest.mark.slow
 def test_dirac_init_starts_convs_as_identity_on_the_first_channels():
   k = np.asarray(W.dirac_init(jax.random.key(0), (3, 3, 4, 6)))
   for i in range(4):
@@ -189,6 +191,7 @@ def small_setup(seed=0):
   return params, jax.jit(jax.grad(loss))(params)
 
 
+@pytest.mark.slow
 def test_frozen_parameters_do_not_move_and_the_others_do():
   params, grads = small_setup()
   tx = R.make_optimizer(total_steps=10, whiten_bias_steps=3, batch_size=8, head_width=16)
@@ -302,6 +305,7 @@ def test_alternating_flip_flips_exactly_the_complement_each_epoch():
   np.testing.assert_array_equal(flip(images[idx], 1, key, idx), flip(images, 1, key)[idx])
 
 
+@pytest.mark.slow
 def test_translate_shapes_identity_and_bounded_shifts():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.integers(0, 256, (200, 12, 12, 3), dtype=np.uint8))
@@ -352,6 +356,7 @@ def test_tta_levels():
   np.testing.assert_allclose(switches.tta_logits(linear, const, 'flip_translate'), linear(const), **tol)
 
 
+@pytest.mark.slow
 def test_tta_of_the_net_under_jit():
   model = W.WhitenedVGG(**SMALL)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))

@@ -102,6 +102,7 @@ def test_run_clock_counts_nested_compile_spans_once_and_carries_over_a_resume():
   assert real.compile_seconds() > 0
 
 
+@pytest.mark.slow
 def test_build_sets_the_whitening_conv_from_the_normalized_training_images(tmp_path):
   config = fast94_config(write_image_folder(tmp_path / 'images'))
   dataset = data.load_dataset(config)
@@ -111,6 +112,7 @@ def test_build_sets_the_whitening_conv_from_the_normalized_training_images(tmp_p
   np.testing.assert_allclose(state.params['whiten']['kernel'], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fast94_trains_through_main_and_records_its_seconds(tmp_path):
   folder = write_image_folder(tmp_path / 'images')
   workdir = tmp_path / 'run'
@@ -154,6 +156,7 @@ def fast94_population_args(image_folder, workdir, steps):
           '--config.num_seeds=2']
 
 
+@pytest.mark.slow
 def test_a_fast94_population_killed_and_resumed_ends_bit_identical_and_predicts_per_seed(tmp_path):
   reference, resumed, killed = reference_and_resumed(fast94_population_args, tmp_path)
   assert_trees_equal(reference, resumed)

@@ -78,6 +78,7 @@ def test_download_probe_address_override_proxy_and_dataset_host(monkeypatch):
   assert data.download_probe_address('https://example.org/') == ('127.0.0.1', 9)
 
 
+@pytest.mark.slow
 def test_main_without_network_is_one_error_line_within_seconds(tmp_path):
   pytest.importorskip('tensorflow_datasets')
   start = time.monotonic()
@@ -156,6 +157,7 @@ def test_a_short_decode_prints_nothing_and_a_terminal_gets_a_tqdm_bar(image_fold
   assert 'decoding train: 3/3 images\n' not in drawn
 
 
+@pytest.mark.slow
 def test_models_command_lists_the_zoo_with_params_macs_and_config():
   result = run_module('jaxresnet.models', check=True, timeout=300)
   lines = result.stdout.splitlines()
@@ -174,6 +176,7 @@ def test_models_command_lists_the_zoo_with_params_macs_and_config():
   assert '--config=configs/default.py' in lines[-1]
 
 
+@pytest.mark.slow
 def test_models_command_outside_the_checkout_prints_config_paths_that_exist_there(tmp_path):
   """A wheel user's cwd has no configs/: the paths printed are the installed jaxresnet.configs files."""
   result = subprocess.run([sys.executable, '-m', 'jaxresnet.models', 'resnet20', 'resnet8'], cwd=tmp_path,
@@ -186,6 +189,7 @@ def test_models_command_outside_the_checkout_prints_config_paths_that_exist_ther
   assert lines[-1].startswith('-: no recipe of its own') and f'--config={default.__file__}' in lines[-1]
 
 
+@pytest.mark.slow
 def test_models_command_help_and_unknown_name():
   result = run_module('jaxresnet.models', '--help')
   assert result.returncode == 0 and 'usage: python -m jaxresnet.models' in result.stdout

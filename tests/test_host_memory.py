@@ -23,7 +23,8 @@ block = libc.malloc(256 << 20)
 print(libc.mallinfo().hblks - before)
 '''
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings: Linux only')
+pytestmark = [pytest.mark.slow,  # Every test here spawns processes.
+              pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings: Linux only')]
 
 
 def mapped_blocks(imports: str, **env) -> int:

@@ -165,6 +165,7 @@ def dry_run(extras: frozenset, tmp_path):
   return result, {i['metadata']['name'].lower() for i in installs}
 
 
+@pytest.mark.slow
 def test_pip_resolves_every_install_line(tmp_path, request):
   reason = index_unreachable_reason()
   if reason:

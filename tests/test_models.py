@@ -43,6 +43,7 @@ def test_every_resnet_and_plain_net_counts_and_shapes(depth):
   assert out.shape == (3, 10) and out.dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_resnet1202_is_19_4_million():
   assert round(models.count_params(init(models.get_model('resnet1202'))['params']) / 1e6, 1) == 19.4
 

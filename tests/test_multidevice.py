@@ -16,11 +16,12 @@ import pytest
 from jaxresnet import data
 from jaxresnet.infra import devices
 from jaxresnet.training import train
-from conftest import REPO, tiny_config
+from conftest import HANG_TIMEOUT_S, REPO, tiny_config
 
 FOUR_DEVICES = '--xla_force_host_platform_device_count=4'
 
 
+@pytest.mark.slow
 def test_runs_with_four_devices():
   if jax.device_count() == 4:
     pytest.skip('already inside the 4-device child')
@@ -28,7 +29,7 @@ def test_runs_with_four_devices():
          'JAX_PLATFORMS': 'cpu'}
   result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-p', 'no:xdist',
                            os.path.abspath(__file__), '-k', 'four_device'],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   assert '3 passed' in result.stdout, result.stdout[-2000:]
 

@@ -49,6 +49,7 @@ def test_notebook_is_a_clean_nbformat_4_notebook_with_a_parameters_cell():
       'resnet20', 'cifar10', 1.0, {})
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom_with_tiny_settings(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   tiny = {'MODEL': 'resnet8', 'DATASET': 'image_folder', 'DATA_DIR': image_folder, 'STEPS_SCALE': 0.0001,
@@ -119,6 +120,7 @@ def github_zip(path) -> str:
   return str(path)
 
 
+@pytest.mark.slow
 def test_notebook_install_cell_takes_a_fork_url_or_an_uploaded_zip(tmp_path, monkeypatch):
   # As committed, with the placeholder, it stops with what to set instead of a failing pip.
   with pytest.raises(ValueError, match="Set REPO_URL .*'https://github.com/<user>/jaxresnet'.* or REPO_ZIP"):
@@ -165,6 +167,7 @@ def test_notebook_installs_tfds_only_where_the_runtime_lacks_tensorflow_or_tfds(
   # That each of these resolves with pip is checked in tests/test_install_lines.py.
 
 
+@pytest.mark.slow
 def test_notebook_zip_route_builds_the_package_pip_would_install(tmp_path, monkeypatch):
   """The uploaded-zip requirement the cell hands to pip, built offline into a wheel."""
   pytest.importorskip('setuptools')

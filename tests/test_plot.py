@@ -37,6 +37,7 @@ def test_load_curve_reads_train_error_and_eval_steps(tmp_path):
   np.testing.assert_allclose(curve.test_error, [0.6, 0.4])
 
 
+@pytest.mark.slow
 def test_lines_that_are_not_utf8_or_not_objects_are_skipped_with_one_warning(tmp_path, capsys):
   workdir = write_run(tmp_path / 'run', 'resnet20')
   with open(os.path.join(workdir, 'metrics.jsonl'), 'ab') as f:
@@ -51,6 +52,7 @@ def test_lines_that_are_not_utf8_or_not_objects_are_skipped_with_one_warning(tmp
   assert os.path.exists(tmp_path / 'figure.png')
 
 
+@pytest.mark.slow
 def test_plot_to_an_unknown_format_or_under_a_file_is_one_error_line_and_writes_nothing(tmp_path):
   workdir = write_run(tmp_path / 'run', 'resnet20')
   (tmp_path / 'a_file').write_text('kept')
@@ -96,6 +98,7 @@ def test_long_runs_are_drawn_in_units_of_1e4_iterations(tmp_path):
   assert ax.get_ylim() == (0, 20)  # The paper's axis, as the final error fits in it.
 
 
+@pytest.mark.slow
 def test_plot_cli_draws_every_run_under_the_dirs_to_a_png_of_the_figure_size(tmp_path):
   plain = write_run(tmp_path / 'plain20', 'plain20')
   reproduction = tmp_path / 'reproduction'  # A reproduce workdir: runs one level further down.
@@ -112,6 +115,7 @@ def test_plot_cli_draws_every_run_under_the_dirs_to_a_png_of_the_figure_size(tmp
       plain, str(reproduction / 'resnet20' / 'seed0'), str(reproduction / 'resnet20' / 'seed1')]
 
 
+@pytest.mark.slow
 def test_plot_cli_without_runs_is_one_error_line(tmp_path):
   (tmp_path / 'empty').mkdir()
   result = run_module('jaxresnet.plot', f'--workdir={tmp_path / "empty"}', f'--output={tmp_path / "x.png"}')
@@ -126,6 +130,7 @@ def test_find_workdirs_rejects_a_missing_dir(tmp_path):
     plot.find_workdirs([str(tmp_path / 'nope')])
 
 
+@pytest.mark.slow
 def test_plot_cli_without_output_writes_into_the_first_workdir(tmp_path):
   first = write_run(tmp_path / 'runs' / 'resnet20', 'resnet20')
   second = write_run(tmp_path / 'runs' / 'plain20', 'plain20')

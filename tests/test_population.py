@@ -34,6 +34,7 @@ def params_of(workdir, seed=None):
   return devices.to_host(state.params)
 
 
+@pytest.mark.slow
 def test_member_k_computes_what_seed_k_computes_alone_and_another_seed_does_not(image_folder, tmp_path):
   population = str(tmp_path / 'population')
   summary = train.train_and_evaluate(tiny_config(image_folder, seed=3, num_seeds=3), population)
@@ -53,6 +54,7 @@ def test_member_k_computes_what_seed_k_computes_alone_and_another_seed_does_not(
   assert abs(other[0]['train_loss'] - theirs[0]['train_loss']) > 1e-3
 
 
+@pytest.mark.slow
 def test_population_outputs_one_folder_per_seed_and_single_runs_keep_the_old_layout(image_folder, tmp_path):
   population = str(tmp_path / 'population')
   train.train_and_evaluate(tiny_config(image_folder, num_seeds=2), population)
@@ -71,6 +73,7 @@ def test_population_outputs_one_folder_per_seed_and_single_runs_keep_the_old_lay
   assert json.load(open(os.path.join(population, 'config.json')))['num_seeds'] == 2
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_take_the_seed(image_folder, tmp_path):
   population = str(tmp_path / 'population')
   summary = train.train_and_evaluate(tiny_config(image_folder, num_seeds=2, seed=7), population)
@@ -114,6 +117,7 @@ def test_train_step_of_a_frozen_member_changes_nothing_but_the_step(image_folder
   assert not np.array_equal(jax.tree_util.tree_leaves(moved.params)[0], jax.tree_util.tree_leaves(state.params)[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('value, message', [
     ('0', 'config.num_seeds=0 must be a whole number of at least 1'),
     ('-2', 'config.num_seeds=-2 must be a whole number of at least 1'),
@@ -127,6 +131,7 @@ def test_bad_num_seeds_is_one_line(image_folder, tmp_path, value, message):
   assert not os.path.exists(tmp_path / 'run')
 
 
+@pytest.mark.slow
 def test_num_seeds_that_is_not_an_integer_is_one_line(image_folder, tmp_path):
   result = run_module('jaxresnet.main', '--config=configs/default.py', f'--workdir={tmp_path / "run"}',
                       '--config.num_seeds=1.5')
@@ -145,6 +150,7 @@ def population_args(image_folder, workdir, steps, every=3):
           '--config.lr_boundaries=(9,)', '--config.num_seeds=2']
 
 
+@pytest.mark.slow
 def test_population_killed_and_resumed_ends_bit_identical(tmp_path):
   reference, resumed, killed = reference_and_resumed(population_args, tmp_path)
   assert_trees_equal(reference, resumed)
@@ -153,6 +159,7 @@ def test_population_killed_and_resumed_ends_bit_identical(tmp_path):
     assert steps == [3, 6, 9, 12]
 
 
+@pytest.mark.slow
 def test_population_sigterm_saves_all_members_and_exits_zero(tmp_path):
   image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
   workdir = str(tmp_path / 'run')
@@ -173,6 +180,7 @@ def test_population_sigterm_saves_all_members_and_exits_zero(tmp_path):
     assert first_logged(os.path.join(workdir, f'seed{seed}'))[-1]['step'] == stopped_at
 
 
+@pytest.mark.slow
 def test_reproduce_trains_the_seeds_of_a_model_as_one_population(image_folder, tmp_path):
   from jaxresnet.experiments import reproduction, tables  # pylint: disable=g-import-not-at-top
   from test_reproduce import SCALE, TINY  # pylint: disable=g-import-not-at-top

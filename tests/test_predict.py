@@ -38,6 +38,7 @@ def lines(text, prefix=''):
   return [l for l in text.splitlines() if l.startswith(prefix)]
 
 
+@pytest.mark.slow
 def test_predict_a_folder_with_a_broken_file(run):
   workdir, samples = run
   result = run_module('jaxresnet.predict', f'--workdir={workdir}', '--top_k=2', str(samples))
@@ -66,6 +67,7 @@ def test_predict_a_folder_with_a_broken_file(run):
   assert predicted[str(samples / 'cat.jpg')] == inference.format_top_k(probabilities, metadata['class_names'], 2)
 
 
+@pytest.mark.slow
 def test_file_names_that_are_not_utf8_are_printed_as_escapes_on_a_strict_terminal(run, tmp_path):
   workdir, samples = run
   folder = os.fsencode(str(tmp_path / 'odd'))

@@ -2,7 +2,11 @@
 import json
 import os
 
+import pytest
+
 from conftest import run_module
+
+pytestmark = pytest.mark.slow  # every test here spawns processes
 
 STEPS = 250
 

@@ -131,6 +131,7 @@ def test_cutmix_labels_equal_the_fraction_of_pixels_kept():
   assert min(kept_fractions) < 0.9 and max(kept_fractions) > 0.5 and len(set(kept_fractions)) > 5
 
 
+@pytest.mark.slow
 def test_mix_switches_between_mixup_and_cutmix_per_batch():
   n, h, w = 4, 8, 8
   images = jnp.broadcast_to(jnp.arange(n, dtype=jnp.float32)[:, None, None, None], (n, h, w, 1))
@@ -274,6 +275,7 @@ def test_autoaugment_is_deterministic_per_key_and_stays_uint8():
   assert 0 < changed.sum() < 16
 
 
+@pytest.mark.slow
 def test_parse_policy():
   assert switches.parse_policy('') is None
   assert switches.parse_policy('autoaugment') == switches.ImagePolicy('autoaugment')
@@ -405,6 +407,7 @@ class _State(train_state.TrainState):
   batch_stats: dict
 
 
+@pytest.mark.slow
 def test_sam_step_with_batchnorm_keeps_the_first_pass_statistics():
   model = _TinyNet()
   rng = np.random.default_rng(8)

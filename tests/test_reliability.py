@@ -97,6 +97,7 @@ STEPS = 24
 KILL_POINTS = [('after 1.5 s', None, 1.5), ('checkpoint 6 appears', '6', 0), ('checkpoint 18 appears', '18', 0.05)]
 
 
+@pytest.mark.slow
 def test_killed_any_number_of_times_resumes_bit_identically(tmp_path):
   image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
   reference = str(tmp_path / 'reference')
@@ -128,6 +129,7 @@ def test_killed_any_number_of_times_resumes_bit_identically(tmp_path):
   assert [json.loads(l)['step'] for l in text.splitlines()] == list(range(3, STEPS + 1, 3))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_zero_quickly(tmp_path):
   image_folder = write_image_folder(tmp_path / 'images', train_per_class=24)
   workdir = str(tmp_path / 'run')
@@ -162,6 +164,7 @@ def corrupt(workdir, step):
         f.truncate(size // 2)
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(image_folder, tmp_path, capfd):
   workdir = str(tmp_path / 'run')
   config = tiny_config(image_folder)
@@ -179,6 +182,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(image_folder, 
   assert_trees_equal(reference, final_state(workdir))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   config = tiny_config(image_folder, learning_rate=1e30, checkpoint_every_steps=1, log_every_steps=1)
@@ -267,6 +271,7 @@ BAD_INPUT = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,args,damage,status,message', BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, name, args, damage, status, message):
   image_folder = write_image_folder(tmp_path / 'images')
@@ -285,6 +290,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, name, args, damage, 
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_workdir_of_another_model_is_refused_and_left_intact(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
@@ -340,6 +346,7 @@ CONFIG_FILES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,text,message', CONFIG_FILES, ids=[c[0] for c in CONFIG_FILES])
 def test_a_config_file_that_gives_no_config_has_its_own_message(tmp_path, name, text, message):
   path = tmp_path / 'my_config.py'
@@ -350,6 +357,7 @@ def test_a_config_file_that_gives_no_config_has_its_own_message(tmp_path, name, 
     assert result.stderr.strip().splitlines() == [message.format(path=path)]
 
 
+@pytest.mark.slow
 def test_resume_with_another_seed_or_recipe_is_refused_naming_the_field(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
@@ -407,6 +415,7 @@ def tiny_main_args(image_folder, workdir, steps=6, every=3):
           '--config.lr_boundaries=(4,)']
 
 
+@pytest.mark.slow
 def test_checkpoints_folder_without_permissions_is_one_line_for_evaluate_and_resume(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder), workdir)
@@ -424,6 +433,7 @@ def test_checkpoints_folder_without_permissions_is_one_line_for_evaluate_and_res
       f'error: cannot use {folder}: this user cannot read and write it (permission denied)']
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_folder_stops_the_resume_in_one_line(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder), workdir)
@@ -453,6 +463,7 @@ def small_disk(tmp_path):
   yield from small_tmpfs(tmp_path, 'small_disk', '1200k')
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_checkpoint_that_failed(image_folder, small_disk):
   workdir = os.path.join(small_disk, 'run')
   result = run_module('jaxresnet.main', *tiny_main_args(image_folder, workdir, steps=20, every=5))
@@ -467,6 +478,7 @@ def test_a_full_disk_is_one_line_naming_the_checkpoint_that_failed(image_folder,
   assert checkpoints.create_manager(workdir, read_only=True).all_steps() == [5]
 
 
+@pytest.mark.slow
 def test_a_truncated_checkpoint_is_one_short_warning_without_asyncio_noise(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   run_module('jaxresnet.main', *tiny_main_args(image_folder, workdir), check=True)
@@ -484,6 +496,7 @@ def test_a_truncated_checkpoint_is_one_short_warning_without_asyncio_noise(image
   assert os.path.isdir(os.path.join(workdir, 'unreadable_checkpoints', '6'))
 
 
+@pytest.mark.slow
 def test_sigterm_while_starting_up_is_one_line(image_folder, tmp_path):
   cache = str(tmp_path / 'cache')
   for i, delay in enumerate((0.5, 1.6, 2.0)):
@@ -511,6 +524,7 @@ rundir.check_writable(sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_the_write_probe_never_leaves_a_file_in_the_workdir(tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()

@@ -99,6 +99,7 @@ def test_a_run_dir_from_before_a_field_was_added_to_the_defaults_is_the_same_run
 # End to end on tiny runs.
 
 
+@pytest.mark.slow
 def test_reproduce_cli_runs_reports_and_skips_finished_runs(image_folder, tmp_path):
   workdir, output = tmp_path / 'he2016', tmp_path / 'results' / 'table.md'
   args = [f'--workdir={workdir}', '--models=resnet8,plain8', '--seeds=1', f'--output={output}',
@@ -178,6 +179,7 @@ def test_a_workdir_keeps_its_evaluation_subset_and_one_started_before_it_existed
   assert ['max_eval_examples' in plan['settings'] for _, plan in planned] == [True, False, False]
 
 
+@pytest.mark.slow
 def test_a_stopped_run_ends_the_table_and_resumes_with_its_time_added_up(image_folder, tmp_path, monkeypatch):
   if threading.current_thread() is not threading.main_thread():
     pytest.skip('signal handlers need the main thread')
@@ -293,6 +295,7 @@ def small_disk(tmp_path):
   yield from small_tmpfs(tmp_path, 'disk', '64k')
 
 
+@pytest.mark.slow
 def test_export_to_a_full_disk_is_one_error_line_and_leaves_no_partial_export(tmp_path, small_disk):
   workdir = tmp_path / 'runs'
   fake_run(workdir, 'resnet20', 0, test_error=0.08, step=3000, num_train_steps=3000)  # A 250 KB metrics.jsonl.
@@ -304,6 +307,7 @@ def test_export_to_a_full_disk_is_one_error_line_and_leaves_no_partial_export(tm
   assert os.listdir(small_disk) == []  # Nothing half-exported: no results.json beside an empty metrics.jsonl.
 
 
+@pytest.mark.slow
 def test_report_output_under_a_file_is_one_error_line_and_writes_nothing_there(tmp_path):
   workdir = tmp_path / 'runs'
   fake_run(workdir, 'resnet20', 0, test_error=0.08)
@@ -315,6 +319,7 @@ def test_report_output_under_a_file_is_one_error_line_and_writes_nothing_there(t
   assert (tmp_path / 'a_file').read_text() == 'kept'
 
 
+@pytest.mark.slow
 def test_export_copies_the_finished_runs_records_and_the_report_is_the_same_from_them(tmp_path):
   workdir, target = tmp_path / 'runs', tmp_path / 'results'
   fake_run(workdir, 'resnet20', 0, test_error=0.08)
@@ -372,6 +377,7 @@ def test_report_of_an_empty_workdir_says_so(tmp_path):
   assert 'no runs yet' in markdown and 'figure6.png' not in markdown
 
 
+@pytest.mark.slow
 def test_report_cli_names_tfds_cifar10_and_rejects_a_missing_dir(tmp_path):
   fake_run(tmp_path, 'plain20', 0, test_error=0.1, dataset='cifar10')
   result = run_module('jaxresnet.report', f'--workdir={tmp_path}', check=True)

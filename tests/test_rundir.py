@@ -93,6 +93,7 @@ def population(tmp_path_factory):
   return workdir, folder
 
 
+@pytest.mark.slow
 def test_a_member_folder_is_refused_as_a_workdir_and_left_unchanged(population):
   workdir, folder = population
   member = os.path.join(workdir, 'seed0')
@@ -134,6 +135,7 @@ def two_runs(tmp_path_factory):
   return runs, folder, root
 
 
+@pytest.mark.slow
 def test_a_checkpoint_copied_under_another_step_number_is_refused_everywhere(two_runs):
   (run, _), folder, root = two_runs
   copied = str(root / 'copied')
@@ -153,6 +155,7 @@ def test_a_checkpoint_copied_under_another_step_number_is_refused_everywhere(two
   assert named.stdout.startswith('resnet8 at step 6 on test:')
 
 
+@pytest.mark.slow
 def test_another_runs_checkpoint_copied_into_the_workdir_is_refused_by_evaluate_and_predict(two_runs):
   (run, other), folder, root = two_runs
   mixed = str(root / 'mixed')

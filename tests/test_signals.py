@@ -39,6 +39,7 @@ numpy.lib.NumpyVersion = _SignalsInsideTensorStore
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['SIGTERM', 'SIGINT'])
 def test_a_signal_while_tensorstore_initializes_is_one_line(tmp_path, name):
   site = tmp_path / 'site'
@@ -78,6 +79,7 @@ cli.run_cli(lambda argv: print('main ran'), stopped_hint='run the same command t
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['SIGTERM', 'SIGINT'])
 def test_an_interrupt_that_an_optional_import_swallowed_still_stops_the_command(name):
   result = subprocess.run([sys.executable, '-c', SWALLOWED, name], cwd=REPO, capture_output=True, text=True,
@@ -105,6 +107,7 @@ print('not reached')
 """
 
 
+@pytest.mark.slow
 def test_unwind_on_sigterm_runs_finally_blocks_then_dies_of_sigterm(tmp_path):
   path = tmp_path / 'half_written.tmp'
   result = subprocess.run([sys.executable, '-c', UNWIND, str(path)], cwd=REPO, capture_output=True, text=True,

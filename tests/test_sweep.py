@@ -17,6 +17,7 @@ def tiny_args(image_folder, workdir):
           '--config.log_every_steps=2', '--config.lr_boundaries=(1,)']
 
 
+@pytest.mark.slow
 def test_sweep_cli_runs_a_2x1_grid_and_skips_it_on_rerun(image_folder, tmp_path):
   workdir = tmp_path / 'sweep'
   args = tiny_args(image_folder, workdir) + ['--sweep.optimizer=adam,sgd', '--sweep.learning_rate=0.05']
@@ -43,6 +44,7 @@ def test_sweep_cli_runs_a_2x1_grid_and_skips_it_on_rerun(image_folder, tmp_path)
   assert 'parameters' not in second.stdout  # No run was started.
 
 
+@pytest.mark.slow
 def test_unfinished_points_resume(image_folder, tmp_path):
   workdir = str(tmp_path / 'sweep')
   grid = [('learning_rate', [0.05])]
@@ -53,6 +55,7 @@ def test_unfinished_points_resume(image_folder, tmp_path):
   assert steps == [1, 2, 3, 4]  # Steps 1-2 from the first sweep, 3-4 resumed.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arg,message', [
     ('--sweep.nonexistent=1,2', "error: unknown sweep field 'nonexistent'"),
     ('--sweep.learning_rate=0.1,fast', "error: --sweep.learning_rate: 'fast' is not a valid float"),

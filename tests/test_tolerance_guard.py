@@ -94,6 +94,7 @@ SETTINGS = {'other_blas_and_torch_kernels': lambda: other_kernels(cpu_flags()),
             'xla_without_ynnpack_fusions': lambda: other_xla(os.environ.get('XLA_FLAGS', ''))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('setting', list(SETTINGS))
 def test_numerics_tests_pass_with_another_processors_summation_order(setting):
   changed = SETTINGS[setting]()

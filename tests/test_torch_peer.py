@@ -292,6 +292,7 @@ def _hold_workdir(workdir):
   return holder
 
 
+@pytest.mark.slow
 def test_a_second_peer_on_a_workdir_in_use_is_refused_naming_the_first(peer, image_folder, tmp_path):
   workdir = tmp_path / 'run'
   holder = _hold_workdir(workdir)
@@ -374,6 +375,7 @@ def test_without_torch_the_peer_is_one_config_error(peer, image_folder, tmp_path
   assert not os.path.exists(tmp_path / 'run') and not os.path.exists(tmp_path / 'he2016')
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports_bad_input_in_one_line(peer, image_folder, tmp_path):
   workdir = tmp_path / 'run'
   common = ['--config=configs/resnet20.py', '--config.model=resnet8', '--config.dataset=image_folder',
@@ -389,6 +391,7 @@ def test_cli_trains_and_reports_bad_input_in_one_line(peer, image_folder, tmp_pa
   assert bad.stderr.strip().splitlines()[-1].startswith("error: unknown model 'resnet21'")
 
 
+@pytest.mark.slow
 def test_a_real_data_peer_run_is_read_by_report_and_plot(peer, cifar10_subset, tmp_path):
   workdir = tmp_path / 'he2016'
   run = tables.peer_run_dir(str(workdir), 'resnet8', 0)
@@ -426,6 +429,7 @@ def test_a_real_data_peer_run_is_read_by_report_and_plot(peer, cifar10_subset, t
   assert '- ResNet-8: no comparison yet (jaxresnet has no finished run).' in markdown
 
 
+@pytest.mark.slow
 def test_reproduce_peer_trains_a_peer_run_beside_each_run_and_skips_finished_ones(peer, image_folder, tmp_path,
                                                                                    capsys):
   workdir = str(tmp_path / 'he2016')

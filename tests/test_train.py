@@ -92,6 +92,7 @@ def test_train_and_evaluate_writes_the_workdir(image_folder, tmp_path):
   assert json.load(open(os.path.join(workdir, 'config.json')))['model'] == 'resnet8'
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_other_seed_other_run(image_folder, tmp_path):
   runs = {}
   for name, seed in (('a', 0), ('b', 0), ('c', 1)):
@@ -102,6 +103,7 @@ def test_same_seed_same_run_other_seed_other_run(image_folder, tmp_path):
   assert not all(np.array_equal(x, y) for x, y in zip(runs['a'], runs['c']))
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reports_the_checkpoint(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   summary = train.train_and_evaluate(tiny_config(image_folder), workdir)

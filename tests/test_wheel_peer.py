@@ -19,6 +19,8 @@ import pytest
 
 from conftest import REPO, write_image_folder
 
+pytestmark = pytest.mark.slow  # every test here spawns processes
+
 SOURCES = ('pyproject.toml', 'README.md', 'LICENSE', 'jaxresnet', 'configs')
 # Hides torch as an environment without it would: `import torch` raises ImportError.
 WITHOUT_TORCH = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['reproduce'] + sys.argv[1:]; "

@@ -127,6 +127,7 @@ def test_dropout_is_random_in_training_and_off_in_evaluation():
                              without.apply(variables, x, train=False))
 
 
+@pytest.mark.slow
 def test_squeeze_excitation_changes_the_function():
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   model = models.get_model('resnet18_1111', squeeze_excitation=True)
@@ -158,6 +159,7 @@ def test_config_fields_reach_the_model():
 FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NEW_CONFIGS)
 def test_each_config_builds_and_takes_one_train_step(name):
   config = importlib.import_module(f'jaxresnet.configs.{name}').get_config()
@@ -180,6 +182,7 @@ def test_each_config_builds_and_takes_one_train_step(name):
   assert bool(jnp.all(moved)), 'every parameter should get an update'
 
 
+@pytest.mark.slow
 def test_smallest_new_config_trains_from_the_cli(tmp_path):
   classes = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
   folder = write_image_folder(tmp_path / 'images', classes=classes, train_per_class=4, test_per_class=1)

@@ -79,6 +79,7 @@ def copy_of(workdir, name):
   return target
 
 
+@pytest.mark.slow
 def test_every_checkpoint_carries_a_checksum_of_each_field_and_its_seed_and_recipe(trained):
   workdir, config, _ = trained
   manager = checkpoints.create_manager(workdir, read_only=True)
@@ -91,6 +92,7 @@ def test_every_checkpoint_carries_a_checksum_of_each_field_and_its_seed_and_reci
   manager.close()
 
 
+@pytest.mark.slow
 def test_flipped_bytes_in_a_real_checkpoint_are_caught_by_evaluate_and_resume(trained, capfd):
   workdir, config, reference = trained
   _, _, _, pristine = inference.restore_model(workdir)
@@ -126,6 +128,7 @@ def test_flipped_bytes_in_a_real_checkpoint_are_caught_by_evaluate_and_resume(tr
   assert caught_by_evaluate >= 1  # At least the last: it hits the weights too.
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_commands_fall_back_from_a_flipped_checkpoint_in_one_line(trained, image_folder):
   workdir, _, _ = trained
   damaged = copy_of(workdir, 'flipped')
@@ -197,6 +200,7 @@ def truncate_state(workdir, step):
         f.truncate(os.path.getsize(path) // 2)
 
 
+@pytest.mark.slow
 def test_when_no_checkpoint_is_intact_the_run_stops_unless_allow_fresh_start(trained, capfd):
   workdir, config, reference = trained
   broken = copy_of(workdir, 'broken')

@@ -38,6 +38,7 @@ def batch_of(config, n=8):
   return state, jnp.asarray(dataset.train_images[:n]), jnp.asarray(dataset.train_labels[:n]), dataset
 
 
+@pytest.mark.slow
 def test_all_switches_off_compute_exactly_what_the_step_computed_without_them(image_folder):
   config = tiny_config(image_folder)
   state, images, labels, dataset = batch_of(config)
@@ -50,6 +51,7 @@ def test_all_switches_off_compute_exactly_what_the_step_computed_without_them(im
   assert_trees_equal(devices.to_host(a.params), devices.to_host(b.params))
 
 
+@pytest.mark.slow
 def test_cutout_and_randaugment_change_the_batch_and_keep_the_crop_and_flip_stream(image_folder):
   config = tiny_config(image_folder, cutout=8)
   state, images, _, dataset = batch_of(config)
@@ -64,6 +66,7 @@ def test_cutout_and_randaugment_change_the_batch_and_keep_the_crop_and_flip_stre
   assert not np.array_equal(np.asarray(train.prepare_images(state, images, True, policy)), plain)
 
 
+@pytest.mark.slow
 def test_ema_weights_follow_their_recurrence_in_the_step(image_folder):
   config = tiny_config(image_folder, ema_decay=0.75)
   state, images, labels, dataset = batch_of(config)
@@ -117,6 +120,7 @@ def switch_args(image_folder, workdir, steps):
           [f'--config.{k}={v}' for k, v in ALL_ON.items()])
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_with_every_switch_on_ends_bit_identical(tmp_path):
   reference_state, killed_state, killed = reference_and_resumed(switch_args, tmp_path)
   assert {'ema_params', 'ema_batch_stats'} <= set(reference_state)

@@ -33,6 +33,7 @@ def read_csv(path):
   return rows[0], {row[0]: [int(x) for x in row[1:]] for row in rows[1:]}
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_confusion_matrix(run):
   workdir, _, summary, _ = run
   result = run_module('jaxresnet.evaluate', f'--workdir={workdir}', check=True)
@@ -46,6 +47,7 @@ def test_evaluate_writes_the_confusion_matrix(run):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow
 def test_evaluate_that_cannot_write_its_confusion_matrix_prints_the_results_and_one_error_line(run, tmp_path):
   workdir, _, summary, _ = run
   a_file = tmp_path / 'a_file'
@@ -59,6 +61,7 @@ def test_evaluate_that_cannot_write_its_confusion_matrix_prints_the_results_and_
   assert a_file.read_text() == 'not a folder'
 
 
+@pytest.mark.slow
 def test_evaluate_on_my_own_folder(run):
   workdir, folder, _, root = run
   custom = root / 'custom'  # Flat <class>/* layout, two of the three classes, odd sizes and modes.
@@ -77,6 +80,7 @@ def test_evaluate_on_my_own_folder(run):
   assert (out / 'confusion_matrix.png').exists()
 
 
+@pytest.mark.slow
 def test_custom_folder_errors(run):
   workdir, folder, _, root = run
   with pytest.raises(DataError, match="has class folders that are not classes of the model .*: horse"):
@@ -91,6 +95,7 @@ def test_custom_folder_errors(run):
       f"error: image folder '{root / 'missing'}' does not exist"
 
 
+@pytest.mark.slow
 def test_restore_model_needs_no_data_and_loads_old_configs(run):
   workdir, _, _, root = run
   _, _, _, full = inference.restore_run(workdir)
@@ -111,6 +116,7 @@ def test_restore_model_needs_no_data_and_loads_old_configs(run):
 VIEWS = (('', ''), ('tta_', ', tta (flip)'), ('ema_', ', ema'), ('ema_tta_', ', ema + tta (flip)'))
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_ema_and_tta_numbers_of_results_json(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3, ema_decay=0.9, tta='flip'), workdir)
@@ -125,6 +131,7 @@ def test_evaluate_reports_the_ema_and_tta_numbers_of_results_json(image_folder, 
                          f'{100 * results[prefix + "test_error"]:.2f}%'), (line, results)
 
 
+@pytest.mark.slow
 def test_a_run_with_max_eval_examples_evaluates_a_fixed_subset_and_evaluate_says_so(image_folder, tmp_path):
   from jaxresnet.training import evaluation  # pylint: disable=g-import-not-at-top
   images, labels = np.arange(12 * 2).reshape(12, 2), np.repeat(np.arange(3), 4)  # Sorted by class, as a folder.
@@ -139,6 +146,7 @@ def test_a_run_with_max_eval_examples_evaluates_a_fixed_subset_and_evaluate_says
                             f'loss {summary["test_loss"]:.4f}  accuracy {100 * summary["test_accuracy"]:.2f}%')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('vanishes_in', ['read_metadata', 'restore'])
 def test_a_checkpoint_rotated_away_while_evaluate_reads_it_is_not_called_unreadable(image_folder, tmp_path,
                                                                                    monkeypatch, capfd, vanishes_in):

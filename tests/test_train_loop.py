@@ -89,6 +89,7 @@ def test_checkpoints_and_evaluations_are_not_counted_as_training_time(image_fold
 # A population whose every member diverged (item 4).
 
 
+@pytest.mark.slow
 def test_a_population_whose_every_seed_diverged_stops_in_one_line(image_folder, tmp_path):
   workdir = str(tmp_path / 'population')
   config = tiny_config(image_folder, num_seeds=2, learning_rate=1e30, lr_boundaries=(100,), num_train_steps=30,
@@ -136,6 +137,7 @@ def without_timing(records):
   return [{k: v for k, v in r.items() if k != 'train_images_per_second'} for r in records]
 
 
+@pytest.mark.slow
 def test_kill_9_during_an_evaluation_loses_no_record_and_the_resumed_log_equals_an_uninterrupted_one(
     image_folder, tmp_path):
   reference, killed = str(tmp_path / 'reference'), str(tmp_path / 'killed')
@@ -162,6 +164,7 @@ def test_kill_9_during_an_evaluation_loses_no_record_and_the_resumed_log_equals_
   assert [step for step, _ in scalars['train_loss']] == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_a_resumed_writer_drops_the_tensorboard_points_it_will_write_again(tmp_path):
   writer = MetricWriter(str(tmp_path))
   for step in (2, 4, 6):
@@ -184,6 +187,7 @@ def refuse(constant):
   raise ValueError(f'not JSON: {constant}')
 
 
+@pytest.mark.slow
 def test_results_of_a_run_whose_updates_were_all_skipped_are_strict_json(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, learning_rate=1e30, skip_nonfinite_updates=True,
@@ -241,6 +245,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_empty_file(image_
   assert empty_files(workdir) == []
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_the_first_checkpoint_is_one_line_on_the_terminal(image_folder, tiny_disk):
   leave_free(tiny_disk, 16)
   workdir = os.path.join(tiny_disk, 'run')
@@ -256,6 +261,7 @@ def test_a_full_disk_at_the_first_checkpoint_is_one_line_on_the_terminal(image_f
 # The start line (item 10) and a finished run run again (item 11).
 
 
+@pytest.mark.slow
 def test_the_start_line_names_the_switches_that_are_on(image_folder, tmp_path, capsys):
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=1, cutout=4, label_smoothing=0.1),
                            str(tmp_path / 'run'))

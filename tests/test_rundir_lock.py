@@ -69,6 +69,7 @@ def hold_lock(workdir):
   return holder
 
 
+@pytest.mark.slow
 def test_second_main_on_a_busy_workdir_stops_at_once_naming_the_first(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   first = start('jaxresnet.main', *main_args(image_folder, workdir, steps=5000, seed=0))
@@ -102,6 +103,7 @@ def test_second_main_on_a_busy_workdir_stops_at_once_naming_the_first(image_fold
   rundir.lock_workdir(workdir).release()  # Released when the first process ended.
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
@@ -118,6 +120,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
   os.close(fd)
 
 
+@pytest.mark.slow
 def test_sweep_and_main_refuse_a_workdir_another_process_holds(image_folder, tmp_path):
   workdir = str(tmp_path / 'sweep')
   os.makedirs(workdir)
@@ -135,6 +138,7 @@ def test_sweep_and_main_refuse_a_workdir_another_process_holds(image_folder, tmp
   assert sorted(os.listdir(workdir)) == ['.lock']  # Neither wrote anything.
 
 
+@pytest.mark.slow
 def test_the_run_releases_its_workdir_when_it_returns(image_folder, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), workdir)
@@ -146,6 +150,7 @@ def test_the_run_releases_its_workdir_when_it_returns(image_folder, tmp_path):
   assert summary['step'] == 4
 
 
+@pytest.mark.slow
 def test_only_process_0_of_a_multi_process_run_takes_the_lock(image_folder, tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
