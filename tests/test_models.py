@@ -30,7 +30,8 @@ def test_paper_parameter_counts(name, count):
   assert models.count_params(init(models.get_model(name))['params']) == count
 
 
-@pytest.mark.parametrize('depth', [8, 20, 32, 44, 56, 110, 1202])
+# ResNet-1202 takes tens of seconds to trace: it runs with the slow tests (test_resnet1202_is_19_4_million too).
+@pytest.mark.parametrize('depth', [8, 20, 32, 44, 56, 110, pytest.param(1202, marks=pytest.mark.slow)])
 def test_every_resnet_and_plain_net_counts_and_shapes(depth):
   n = (depth - 2) // 6
   resnet = models.get_model(f'resnet{depth}')

@@ -249,9 +249,9 @@ def no_classes(root):
 
 BAD_INPUT = [
     # (name, extra args, damage to the image folder, exit status, start of the one stderr line)
-    ('config file', ['--config=configs/nope.py'], None, 2, 'error: cannot load the config file'),
-    ('config field', ['--config.learning_rat=0.1'], None, 2, "error: unknown config field 'learning_rat'"),
-    ('wrong type', ['--config.batch_size=big'], None, 2, 'error: flag --config.batch_size=big'),
+    ('config file', ['--config=configs/nope.py'], None, 1, 'error: cannot load the config file'),
+    ('config field', ['--config.learning_rat=0.1'], None, 1, "error: unknown config field 'learning_rat'"),
+    ('wrong type', ['--config.batch_size=big'], None, 1, 'error: flag --config.batch_size=big'),
     ('model', ['--config.model=resnet19'], None, 1, "error: unknown model 'resnet19'"),
     ('optimizer', ['--config.optimizer=sgdd'], None, 1, "error: config.optimizer='sgdd' is not one of"),
     ('schedule', ['--config.schedule=exp'], None, 1, "error: config.schedule='exp' is not one of"),
